@@ -1,0 +1,15 @@
+"""pcam: a streaming loader, a ResNet50 classifier and Grad-CAM for PatchCamelyon (PCam).
+
+Importing ``pcam`` is cheap: TensorFlow is imported only by the modules that need it.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("pcam")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

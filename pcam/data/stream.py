@@ -1,0 +1,122 @@
+"""``make_dataset``: a PCam split as a streaming ``tf.data.Dataset``.
+
+The NumPy :class:`~pcam.data.reader.EpochReader` does the reading (memory map or h5py), the
+shuffle and the D4 symmetries; TensorFlow adds the colour jitter (parallel ``map``) and prefetching.
+Memory stays constant whatever the size of the split.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from pcam.data.colour import ColourJitter, jitter_colours, unpack_pixels
+from pcam.data.reader import EpochReader, StreamOptions
+from pcam.data.split import open_split
+from pcam.layout import IMAGE_SHAPE
+
+
+class _EpochCounter:
+    """Numbers the epochs of a dataset that is iterated several times (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            epoch = self._next
+            self._next += 1
+            return epoch
+
+
+def make_dataset(
+    root: str | os.PathLike[str],
+    split: str,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    augment: bool = False,
+    repeat: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    drop_remainder: bool = False,
+    colour_jitter: ColourJitter | None = None,
+) -> tf.data.Dataset:
+    """Stream one PCam split as batches ``(images uint8 [B, 96, 96, 3], labels int32 [B])``.
+
+    - ``shuffle``: a fresh permutation of the split each epoch (block and window shuffle, see
+      :mod:`pcam.data.order`), the same sequence of epochs for the same ``seed``.
+    - ``augment``: a random symmetry of the square (D4) and a moderate colour jitter per patch.
+    - ``repeat``: loop over epochs forever (each a new permutation); otherwise the dataset holds
+      one epoch, and each new iteration over it (a Keras epoch) is the next epoch.
+    - ``num_shards`` / ``shard_index``: read only one of ``num_shards`` disjoint parts that
+      together cover the split (for multi-worker training).
+    - ``drop_remainder``: drop the last, partial batch of each epoch.
+
+    The split is validated here (see :func:`pcam.data.open_split`), so bad files fail at once.
+    Files are opened lazily by the reader, so the dataset survives forks and pickling.
+    """
+    handle = open_split(root, split)
+    options = StreamOptions(
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        augment=augment,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        drop_remainder=drop_remainder,
+    )
+    reader = EpochReader(handle, options)
+    steps = reader.num_batches()
+    counter = _EpochCounter()
+    batch_dim = batch_size if drop_remainder else None
+    if augment:  # packed 4-byte pixels, unpacked by the colour stage (see pcam.data.reader)
+        image_spec = tf.TensorSpec(shape=(batch_dim, *IMAGE_SHAPE[:2]), dtype=tf.uint32)
+    else:
+        image_spec = tf.TensorSpec(shape=(batch_dim, *IMAGE_SHAPE), dtype=tf.uint8)
+
+    def next_epoch(_: tf.Tensor) -> tf.Tensor:
+        epoch = tf.numpy_function(lambda: np.int64(counter.take()), [], tf.int64, stateful=True)
+        return tf.ensure_shape(epoch, [])
+
+    def read(epoch: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        images, labels = tf.numpy_function(
+            lambda e, s: reader.read_batch(int(e), int(s)),
+            [epoch, step],
+            [image_spec.dtype, tf.int32],
+            stateful=False,
+        )
+        images = tf.ensure_shape(images, image_spec.shape)
+        labels = tf.ensure_shape(labels, [batch_dim])
+        batch_seed = tf.stack([tf.constant(seed, tf.int64), epoch * 1_000_003 + step])
+        return images, labels, batch_seed
+
+    epochs = tf.data.Dataset.range(1)
+    if repeat:
+        epochs = epochs.repeat()
+    dataset = epochs.map(next_epoch).flat_map(
+        lambda epoch: tf.data.Dataset.range(steps).map(lambda step: (epoch, step))
+    )
+    dataset = dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if not repeat:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    if augment:
+        jitter = colour_jitter or ColourJitter()
+
+        @tf.function(jit_compile=True)  # XLA fuses unpacking and the colour map into one pass
+        def augment_colours(packed: tf.Tensor, batch_seed: tf.Tensor) -> tf.Tensor:
+            return jitter_colours(unpack_pixels(packed), batch_seed, jitter)
+
+        dataset = dataset.map(
+            lambda packed, labels, batch_seed: (augment_colours(packed, batch_seed), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    else:
+        dataset = dataset.map(lambda images, labels, _: (images, labels))
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,91 @@
+"""Errors raised for bad PCam input.
+
+Every message is one line that says what was expected, what was found, where, and what to do, so
+the command line can print it as it is, without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PCamError(Exception):
+    """Base class of every error this package raises for bad user input."""
+
+
+class UnknownSplitError(PCamError, ValueError):
+    """A split name that PCam does not have."""
+
+    def __init__(self, split: str, known: tuple[str, ...]) -> None:
+        super().__init__(
+            f"unknown split {split!r}: expected one of {', '.join(known)}; "
+            "pass one of those names"
+        )
+
+
+class MissingFileError(PCamError, FileNotFoundError):
+    """A file the split needs is not there (or cannot be read)."""
+
+    def __init__(self, path: Path, what: str, hint: str) -> None:
+        super().__init__(f"{path}: expected {what}, found no such file; {hint}")
+
+
+class UnreadableFileError(PCamError, OSError):
+    """A file exists but is not a readable HDF5 (or CSV) file."""
+
+    def __init__(self, path: Path, expected: str, found: str, hint: str) -> None:
+        super().__init__(f"{path}: expected {expected}, found {found}; {hint}")
+
+
+class LayoutError(PCamError, ValueError):
+    """A dataset key, shape or dtype differs from the PCam layout."""
+
+    def __init__(self, path: Path, expected: str, found: str, hint: str) -> None:
+        super().__init__(f"{path}: expected {expected}, found {found}; {hint}")
+
+
+class LengthMismatchError(PCamError, ValueError):
+    """The images and labels of one split hold different numbers of patches."""
+
+    def __init__(self, x_path: Path, x_len: int, y_path: Path, y_len: int) -> None:
+        super().__init__(
+            f"{x_path} holds {x_len} patches but {y_path} holds {y_len} labels: expected the "
+            "same number in both; the pair is from different splits or one file is incomplete"
+        )
+
+
+class LabelValueError(PCamError, ValueError):
+    """A label file holds values other than 0 and 1."""
+
+    def __init__(self, path: Path, bad_values: list[int], first_index: int) -> None:
+        shown = ", ".join(str(v) for v in bad_values[:5])
+        super().__init__(
+            f"{path}: expected labels 0 or 1, found {shown} (first at index {first_index}); "
+            "the file is not a PCam label file or is corrupt"
+        )
+
+
+class EmptySplitError(PCamError, ValueError):
+    """A split with no patches."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path}: expected at least one patch, found 0; write or download the split again"
+        )
+
+
+class InvalidArgumentError(PCamError, ValueError):
+    """An argument outside its allowed range (batch size, shard index, sizes ...)."""
+
+    def __init__(self, name: str, expected: str, found: object) -> None:
+        super().__init__(f"{name}: expected {expected}, found {found!r}")
+
+
+class OutputExistsError(PCamError, FileExistsError):
+    """A command would overwrite files the user did not ask to replace."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path}: expected a new or empty place to write, found existing PCam files; "
+            "choose another directory or pass --overwrite"
+        )
