@@ -73,17 +73,35 @@ def build_parser() -> argparse.ArgumentParser:
         "Labels follow the PCam rule: tumour in the centre 32x32 region.",
     )
     synth.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="directory to write to")
-    synth.add_argument("--splits", nargs="+", choices=layout.SPLITS, default=list(layout.SPLITS),
-                       metavar="SPLIT", help="splits to write (default: train valid test)")
-    synth.add_argument("--n", type=_count, default=1024,
-                       help="patches per split; valid and test get a quarter (default: 1024)")
+    synth.add_argument(
+        "--splits",
+        nargs="+",
+        choices=layout.SPLITS,
+        default=list(layout.SPLITS),
+        metavar="SPLIT",
+        help="splits to write (default: train valid test)",
+    )
+    synth.add_argument(
+        "--n",
+        type=_count,
+        default=1024,
+        help="patches per split; valid and test get a quarter (default: 1024)",
+    )
     synth.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
-    synth.add_argument("--with-mask", action="store_true",
-                       help="also write the train tumour mask file")
-    synth.add_argument("--chunked", action="store_true",
-                       help="chunked storage instead of the real contiguous layout")
-    synth.add_argument("--compression", choices=("gzip", "lzf"), default=None,
-                       help="compress the images (implies chunked)")
+    synth.add_argument(
+        "--with-mask", action="store_true", help="also write the train tumour mask file"
+    )
+    synth.add_argument(
+        "--chunked",
+        action="store_true",
+        help="chunked storage instead of the real contiguous layout",
+    )
+    synth.add_argument(
+        "--compression",
+        choices=("gzip", "lzf"),
+        default=None,
+        help="compress the images (implies chunked)",
+    )
     synth.add_argument("--overwrite", action="store_true", help="replace existing PCam files")
     synth.set_defaults(run=_run_synth)
 
@@ -94,8 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         "labels) and print one row per split.",
     )
     check.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="directory of PCam files")
-    check.add_argument("--split", choices=layout.SPLITS, default=None,
-                       help="check only this split (default: every split present)")
+    check.add_argument(
+        "--split",
+        choices=layout.SPLITS,
+        default=None,
+        help="check only this split (default: every split present)",
+    )
     check.set_defaults(run=_run_check)
 
     demo = commands.add_parser(
@@ -104,8 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a synthetic PCam dataset, check it, and stream one shuffled, "
         "augmented epoch through the loader.",
     )
-    demo.add_argument("--out", type=Path, default=Path("pcam-demo"),
-                      help="working directory (default: ./pcam-demo); its data/ is replaced")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("pcam-demo"),
+        help="working directory (default: ./pcam-demo); its data/ is replaced",
+    )
     demo.add_argument("--n", type=_count, default=4096, help="train patches (default: 4096)")
     demo.add_argument("--batch-size", type=_count, default=256, help="batch size (default: 256)")
     demo.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
@@ -114,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line and return its exit status.
+
+    ``--help``, ``--version`` and bad arguments exit through argparse (``SystemExit``), with
+    status 0, 0 and 2.
+    """
     args = build_parser().parse_args(argv)
     try:
         result: int = args.run(args)
@@ -123,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pcam {args.command}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"pcam {args.command}: interrupted; no partial files were kept", file=sys.stderr)
+        print(f"pcam {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
@@ -131,8 +161,15 @@ def _progress(total: int, description: str) -> tuple[Callable[[int], None], Call
     """A tqdm bar on stderr: returns ``(update_to(done), close())``."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=description, unit="patch", unit_scale=True, leave=False,
-               file=sys.stderr, disable=None)
+    bar = tqdm(
+        total=total,
+        desc=description,
+        unit="patch",
+        unit_scale=True,
+        leave=False,
+        file=sys.stderr,
+        disable=None,
+    )
 
     def update_to(done: int) -> None:
         bar.update(done - bar.n)
@@ -141,26 +178,55 @@ def _progress(total: int, description: str) -> tuple[Callable[[int], None], Call
 
 
 def _write_synthetic(
-    out_dir: Path, splits: Sequence[str], n: int, *, seed: int, with_mask: bool,
-    chunked: bool = False, compression: str | None = None, overwrite: bool,
+    out_dir: Path,
+    splits: Sequence[str],
+    n: int,
+    *,
+    seed: int,
+    with_mask: bool,
+    chunked: bool = False,
+    compression: str | None = None,
+    overwrite: bool,
 ) -> None:
-    from pcam.testing.synthetic import write_split
+    from pcam.testing.synthetic import refuse_existing, split_outputs, write_split
 
+    if not overwrite:  # refuse before writing anything, not halfway through the splits
+        for split in splits:
+            refuse_existing(
+                split_outputs(
+                    out_dir, split, with_meta=True, with_mask=with_mask and split == "train"
+                )
+            )
     for offset, split in enumerate(splits):
         count = n if split == "train" else max(1, n // 4)
         update, close = _progress(count, f"writing {split}")
         try:
-            write_split(out_dir, split, count, seed=seed + 1000 * offset,
-                        with_mask=with_mask and split == "train", chunked=chunked,
-                        compression=compression, overwrite=overwrite, progress=update)
+            write_split(
+                out_dir,
+                split,
+                count,
+                seed=seed + 1000 * offset,
+                with_mask=with_mask and split == "train",
+                chunked=chunked,
+                compression=compression,
+                overwrite=overwrite,
+                progress=update,
+            )
         finally:
             close()
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    _write_synthetic(args.out_dir, args.splits, args.n, seed=args.seed, with_mask=args.with_mask,
-                     chunked=args.chunked, compression=args.compression,
-                     overwrite=args.overwrite)
+    _write_synthetic(
+        args.out_dir,
+        args.splits,
+        args.n,
+        seed=args.seed,
+        with_mask=args.with_mask,
+        chunked=args.chunked,
+        compression=args.compression,
+        overwrite=args.overwrite,
+    )
     print(split_summary([open_split(args.out_dir, split) for split in args.splits]))
     return EXIT_OK
 
@@ -176,7 +242,8 @@ def find_splits(data_dir: Path, split: str | None) -> list[PCamSplit]:
         raise MissingFileError(
             data_dir / layout.h5_name("*", "x"),
             "PCam image files",
-            "none in this directory; run pcam synth DIR or pcam download DIR first",
+            "run pcam synth DIR or pcam download DIR first",
+            found="none in this directory",
         )
     return [open_split(data_dir, s) for s in present]
 
@@ -189,16 +256,18 @@ def _run_check(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     data_dir = args.out / "data"
     print(f"1/3 writing synthetic PCam data to {data_dir}")
-    _write_synthetic(data_dir, ["train", "valid"], args.n, seed=args.seed, with_mask=True,
-                     overwrite=True)
+    _write_synthetic(
+        data_dir, ["train", "valid"], args.n, seed=args.seed, with_mask=True, overwrite=True
+    )
     print("2/3 checking the files")
     splits = find_splits(data_dir, None)
     print(split_summary(splits))
     print("3/3 streaming one shuffled, augmented epoch of train through the loader")
     from pcam.data.stream import make_dataset
 
-    dataset = make_dataset(data_dir, "train", batch_size=args.batch_size, shuffle=True,
-                           seed=args.seed, augment=True)
+    dataset = make_dataset(
+        data_dir, "train", batch_size=args.batch_size, shuffle=True, seed=args.seed, augment=True
+    )
     update, close = _progress(args.n, "streaming train")
     seen = positives = 0
     channel_sum = np.zeros(3)
@@ -214,13 +283,18 @@ def _run_demo(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     train = splits[0]
     if seen != len(train) or positives != int(train.labels.sum()):
-        print(f"pcam demo: error: the epoch held {seen} patches ({positives} positive), expected "
-              f"{len(train)} ({int(train.labels.sum())} positive)", file=sys.stderr)
+        print(
+            f"pcam demo: error: the epoch held {seen} patches ({positives} positive), expected "
+            f"{len(train)} ({int(train.labels.sum())} positive)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     mean = channel_sum / seen
-    print(f"streamed {seen:,} patches in {elapsed:.2f} s ({seen / elapsed:,.0f} patches/s), "
-          f"{positives / seen:.3f} positive, mean RGB after augmentation "
-          f"({mean[0]:.1f}, {mean[1]:.1f}, {mean[2]:.1f}); data on disk: "
-          f"{human_size(sum(s.size_bytes for s in splits))}")
+    print(
+        f"streamed {seen:,} patches in {elapsed:.2f} s ({seen / elapsed:,.0f} patches/s), "
+        f"{positives / seen:.3f} positive, mean RGB after augmentation "
+        f"({mean[0]:.1f}, {mean[1]:.1f}, {mean[2]:.1f}); data on disk: "
+        f"{human_size(sum(s.size_bytes for s in splits))}"
+    )
     print("every patch was seen exactly once with its label: the loader works")
     return EXIT_OK

@@ -18,16 +18,25 @@ class UnknownSplitError(PCamError, ValueError):
 
     def __init__(self, split: str, known: tuple[str, ...]) -> None:
         super().__init__(
-            f"unknown split {split!r}: expected one of {', '.join(known)}; "
-            "pass one of those names"
+            f"unknown split {split!r}: expected one of {', '.join(known)}; pass one of those names"
         )
 
 
 class MissingFileError(PCamError, FileNotFoundError):
-    """A file the split needs is not there (or cannot be read)."""
+    """A file or directory the split needs is not there, or something else is in its place."""
 
-    def __init__(self, path: Path, what: str, hint: str) -> None:
-        super().__init__(f"{path}: expected {what}, found no such file; {hint}")
+    def __init__(self, path: Path, what: str, hint: str, found: str = "no such file") -> None:
+        super().__init__(f"{path}: expected {what}, found {found}; {hint}")
+
+
+class OutputPathError(PCamError, OSError):
+    """A place to write output that is not a writable directory."""
+
+    def __init__(self, path: Path, found: str) -> None:
+        super().__init__(
+            f"{path}: expected a directory to write PCam files into, found {found}; "
+            "choose another path"
+        )
 
 
 class UnreadableFileError(PCamError, OSError):
@@ -47,10 +56,12 @@ class LayoutError(PCamError, ValueError):
 class LengthMismatchError(PCamError, ValueError):
     """The images and labels of one split hold different numbers of patches."""
 
-    def __init__(self, x_path: Path, x_len: int, y_path: Path, y_len: int) -> None:
+    def __init__(
+        self, x_path: Path, x_len: int, other_path: Path, other_len: int, noun: str = "labels"
+    ) -> None:
         super().__init__(
-            f"{x_path} holds {x_len} patches but {y_path} holds {y_len} labels: expected the "
-            "same number in both; the pair is from different splits or one file is incomplete"
+            f"{x_path} holds {x_len} patches but {other_path} holds {other_len} {noun}: expected "
+            "the same number in both; the files are from different splits or one is incomplete"
         )
 
 

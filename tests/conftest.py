@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,11 +21,11 @@ settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHES
 
 
 @pytest.fixture(scope="session")
-def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic PCam dataset (train 1,536 with mask, valid 512), written once."""
     from pcam.testing import write_split
 
     root = tmp_path_factory.mktemp("pcam-synthetic")
     write_split(root, "train", 1536, seed=0, with_mask=True)
     write_split(root, "valid", 512, seed=1)
-    yield root
+    return root

@@ -103,40 +103,48 @@ def truncated_x(tmp_path: Path) -> Case:
     root = _valid(tmp_path)
     x = _x(root)
     os.truncate(x, x.stat().st_size // 2)
-    return Case(root, "valid", UnreadableFileError,
-                _message(x, r"[^;]*(HDF5|bytes)", r"[^;]*truncated"))
+    return Case(
+        root, "valid", UnreadableFileError, _message(x, r"[^;]*(HDF5|bytes)", r"[^;]*truncated")
+    )
 
 
 def truncated_y(tmp_path: Path) -> Case:
     root = _valid(tmp_path)
     y = _y(root)
     os.truncate(y, y.stat().st_size // 2)
-    return Case(root, "valid", UnreadableFileError,
-                _message(y, r"[^;]*(HDF5|bytes)", r"[^;]*truncated"))
+    return Case(
+        root, "valid", UnreadableFileError, _message(y, r"[^;]*(HDF5|bytes)", r"[^;]*truncated")
+    )
 
 
 def x_random_bytes(tmp_path: Path) -> Case:
     root = _valid(tmp_path)
     x = _x(root)
     x.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    return Case(root, "valid", UnreadableFileError,
-                _message(x, r"an HDF5 file", r"[^;]*not (an )?HDF5"))
+    return Case(
+        root, "valid", UnreadableFileError, _message(x, r"an HDF5 file", r"[^;]*not (an )?HDF5")
+    )
 
 
 def x_text_file(tmp_path: Path) -> Case:
     root = _valid(tmp_path)
     x = _x(root)
     x.write_text("id,label\n0,1\n1,0\n")
-    return Case(root, "valid", UnreadableFileError,
-                _message(x, r"an HDF5 file", r"[^;]*not (an )?HDF5"))
+    return Case(
+        root, "valid", UnreadableFileError, _message(x, r"an HDF5 file", r"[^;]*not (an )?HDF5")
+    )
 
 
 def x_empty_file(tmp_path: Path) -> Case:
     root = _valid(tmp_path)
     x = _x(root)
     x.write_bytes(b"")
-    return Case(root, "valid", UnreadableFileError,
-                _message(x, r"an HDF5 file", r"[^;]*(empty|0 bytes|not (an )?HDF5)"))
+    return Case(
+        root,
+        "valid",
+        UnreadableFileError,
+        _message(x, r"an HDF5 file", r"[^;]*(empty|0 bytes|not (an )?HDF5)"),
+    )
 
 
 def x_wrong_key(tmp_path: Path) -> Case:
@@ -181,16 +189,24 @@ def x_rank3(tmp_path: Path) -> Case:
     root = _valid(tmp_path)
     x = _x(root)
     _rewrite(x, "x", _read(x, "x")[..., 0])
-    return Case(root, "valid", LayoutError,
-                _message(x, r"'x' of shape \(N, 96, 96, 3\)", r"shape \(8, 96, 96\)"))
+    return Case(
+        root,
+        "valid",
+        LayoutError,
+        _message(x, r"'x' of shape \(N, 96, 96, 3\)", r"shape \(8, 96, 96\)"),
+    )
 
 
 def x_64px(tmp_path: Path) -> Case:
     root = _valid(tmp_path)
     x = _x(root)
     _rewrite(x, "x", np.ascontiguousarray(_read(x, "x")[:, :64, :64]))
-    return Case(root, "valid", LayoutError,
-                _message(x, r"'x' of shape \(N, 96, 96, 3\)", r"shape \(8, 64, 64, 3\)"))
+    return Case(
+        root,
+        "valid",
+        LayoutError,
+        _message(x, r"'x' of shape \(N, 96, 96, 3\)", r"shape \(8, 64, 64, 3\)"),
+    )
 
 
 def x_rgba(tmp_path: Path) -> Case:
@@ -199,16 +215,21 @@ def x_rgba(tmp_path: Path) -> Case:
     rgb = _read(x, "x")
     alpha = np.full((*rgb.shape[:3], 1), 255, dtype=np.uint8)
     _rewrite(x, "x", np.concatenate([rgb, alpha], axis=-1))
-    return Case(root, "valid", LayoutError,
-                _message(x, r"'x' of shape \(N, 96, 96, 3\)", r"shape \(8, 96, 96, 4\)"))
+    return Case(
+        root,
+        "valid",
+        LayoutError,
+        _message(x, r"'x' of shape \(N, 96, 96, 3\)", r"shape \(8, 96, 96, 4\)"),
+    )
 
 
 def y_flat(tmp_path: Path) -> Case:
     root = _valid(tmp_path)
     y = _y(root)
     _rewrite(y, "y", _read(y, "y").reshape(-1))
-    return Case(root, "valid", LayoutError,
-                _message(y, r"'y' of shape \(N, 1, 1, 1\)", r"shape \(8,\)"))
+    return Case(
+        root, "valid", LayoutError, _message(y, r"'y' of shape \(N, 1, 1, 1\)", r"shape \(8,\)")
+    )
 
 
 def y_int64(tmp_path: Path) -> Case:
@@ -236,8 +257,12 @@ def labels_out_of_range(tmp_path: Path) -> Case:
     labels[2] = 2
     labels[5] = 255
     _rewrite(y, "y", labels)
-    return Case(root, "valid", LabelValueError,
-                _message(y, r"labels 0 or 1", r"2, 255 \(first at index 2\)"))
+    return Case(
+        root,
+        "valid",
+        LabelValueError,
+        _message(y, r"labels 0 or 1", r"2, 255 \(first at index 2\)"),
+    )
 
 
 def empty_split(tmp_path: Path) -> Case:
@@ -252,16 +277,24 @@ def missing_x(tmp_path: Path) -> Case:
     root = _valid(tmp_path)
     x = _x(root)
     x.unlink()
-    return Case(root, "valid", MissingFileError,
-                _message(x, r"an HDF5 file of PCam images", r"no such file"))
+    return Case(
+        root,
+        "valid",
+        MissingFileError,
+        _message(x, r"an HDF5 file of PCam images", r"no such file"),
+    )
 
 
 def missing_y(tmp_path: Path) -> Case:
     root = _valid(tmp_path)
     y = _y(root)
     y.unlink()
-    return Case(root, "valid", MissingFileError,
-                _message(y, r"an HDF5 file of PCam labels", r"no such file"))
+    return Case(
+        root,
+        "valid",
+        MissingFileError,
+        _message(y, r"an HDF5 file of PCam labels", r"no such file"),
+    )
 
 
 def x_dangling_symlink(tmp_path: Path) -> Case:
@@ -269,23 +302,34 @@ def x_dangling_symlink(tmp_path: Path) -> Case:
     x = _x(root)
     x.unlink()
     x.symlink_to(tmp_path / "gone.h5")
-    return Case(root, "valid", MissingFileError,
-                _message(x, r"an HDF5 file of PCam images", r"no such file"))
+    return Case(
+        root,
+        "valid",
+        MissingFileError,
+        _message(x, r"an HDF5 file of PCam images", r"no such file"),
+    )
 
 
 def missing_data_dir(tmp_path: Path) -> Case:
     root = tmp_path / "nowhere"
-    return Case(root, "valid", MissingFileError,
-                _message(root, r"a directory of PCam files", r"no such (file|directory)"))
+    return Case(
+        root,
+        "valid",
+        MissingFileError,
+        _message(root, r"a directory of PCam files", r"no such (file|directory)"),
+    )
 
 
 def data_dir_is_a_file(tmp_path: Path) -> Case:
     root = tmp_path / "data"
     root.write_text("not a directory\n")
     # the message must say what is there: a file, not "no such file"
-    return Case(root, "valid", MissingFileError,
-                _message(root, r"a directory of PCam files",
-                         r"(?!no such)[^;]*(\bfile\b|not a directory)"))
+    return Case(
+        root,
+        "valid",
+        MissingFileError,
+        _message(root, r"a directory of PCam files", r"(?!no such)[^;]*(\bfile\b|not a directory)"),
+    )
 
 
 def x_is_a_directory(tmp_path: Path) -> Case:
@@ -294,14 +338,22 @@ def x_is_a_directory(tmp_path: Path) -> Case:
     x.unlink()
     x.mkdir()
     # the message must say what is there: a directory, not a permission problem
-    return Case(root, "valid", UnreadableFileError,
-                _message(x, r"an HDF5 file of PCam images", r"[^;]*directory"))
+    return Case(
+        root,
+        "valid",
+        UnreadableFileError,
+        _message(x, r"an HDF5 file of PCam images", r"[^;]*directory"),
+    )
 
 
 def unknown_split(tmp_path: Path) -> Case:
     root = _valid(tmp_path)
-    return Case(root, "training", UnknownSplitError,
-                r"unknown split 'training'.*\bexpected one of train, valid, test")
+    return Case(
+        root,
+        "training",
+        UnknownSplitError,
+        r"unknown split 'training'.*\bexpected one of train, valid, test",
+    )
 
 
 def x_key_is_group(tmp_path: Path) -> Case:
@@ -332,26 +384,35 @@ def gzip_last_chunk_corrupt(tmp_path: Path) -> Case:
     # the damage is real: h5py cannot decode the last patch, but still decodes the first one
     with h5py.File(x, "r") as handle:
         assert handle["x"][0].shape == layout.IMAGE_SHAPE
-        with pytest.raises(OSError, match="(?i)filter|inflate|read"):
+        with pytest.raises(OSError, match=r"(?i)filter|inflate|read"):
             handle["x"][N - 1]
-    return Case(tmp_path, "valid", UnreadableFileError,
-                _message(x, rf"{N} readable patches", r"[^;]*cannot be (read|decoded)"))
+    return Case(
+        tmp_path,
+        "valid",
+        UnreadableFileError,
+        _message(x, rf"{N} readable patches", r"[^;]*cannot be (read|decoded)"),
+    )
 
 
 def mask_wrong_shape(tmp_path: Path) -> Case:
     write_split(tmp_path, "train", N, seed=0, with_mask=True)
     mask = layout.h5_path(tmp_path, "train", "mask")
     _rewrite(mask, "mask", _read(mask, "mask")[..., 0])
-    return Case(tmp_path, "train", LayoutError,
-                _message(mask, r"'mask' of shape \(N, 96, 96, 1\)", r"shape \(8, 96, 96\)"))
+    return Case(
+        tmp_path,
+        "train",
+        LayoutError,
+        _message(mask, r"'mask' of shape \(N, 96, 96, 1\)", r"shape \(8, 96, 96\)"),
+    )
 
 
 def mask_uint8(tmp_path: Path) -> Case:
     write_split(tmp_path, "train", N, seed=0, with_mask=True)
     mask = layout.h5_path(tmp_path, "train", "mask")
     _rewrite(mask, "mask", _read(mask, "mask").astype(np.uint8))
-    return Case(tmp_path, "train", LayoutError,
-                _message(mask, r"'mask' of dtype bool", r"dtype uint8"))
+    return Case(
+        tmp_path, "train", LayoutError, _message(mask, r"'mask' of dtype bool", r"dtype uint8")
+    )
 
 
 def mask_too_short(tmp_path: Path) -> Case:
@@ -376,10 +437,14 @@ def y_gzip_inner_chunk_corrupt(tmp_path: Path) -> Case:
         handle.write(b"\xff" * (info.size - 2))
     with h5py.File(y, "r") as handle:
         assert handle["y"][N - 1].shape == layout.LABEL_SHAPE
-        with pytest.raises(OSError, match="(?i)filter|inflate|read"):
+        with pytest.raises(OSError, match=r"(?i)filter|inflate|read"):
             handle["y"][0]
-    return Case(root, "valid", UnreadableFileError,
-                _message(y, r"[^;]*", r"[^;]*(cannot be (read|decoded)|damaged|corrupt)"))
+    return Case(
+        root,
+        "valid",
+        UnreadableFileError,
+        _message(y, r"[^;]*", r"[^;]*(cannot be (read|decoded)|damaged|corrupt)"),
+    )
 
 
 def x_never_written(tmp_path: Path) -> Case:
@@ -390,8 +455,12 @@ def x_never_written(tmp_path: Path) -> Case:
     with h5py.File(x, "w", libver=layout.HDF5_LIBVER) as handle:
         handle.create_dataset("x", shape=(N, *layout.IMAGE_SHAPE), dtype=np.uint8)
     assert x.stat().st_size < N * int(np.prod(layout.IMAGE_SHAPE))
-    return Case(root, "valid", UnreadableFileError,
-                _message(x, r"[^;]*", r"[^;]*(no data|not written|unallocated|truncated|0 bytes)"))
+    return Case(
+        root,
+        "valid",
+        UnreadableFileError,
+        _message(x, r"[^;]*", r"[^;]*(no data|not written|unallocated|truncated|0 bytes)"),
+    )
 
 
 CASES: list[Builder] = [
@@ -440,7 +509,8 @@ def test_malformed_input_raises_one_clear_error(build: Builder, tmp_path: Path) 
     message = str(caught.value)
     assert type(caught.value) is case.error, f"{type(caught.value).__name__}: {message}"
     assert re.search(case.pattern, message), f"{message!r} does not match {case.pattern!r}"
-    assert "\n" not in message and "\r" not in message, message
+    assert "\n" not in message, message
+    assert "\r" not in message, message
     assert _listing(tmp_path) == before, "open_split changed the data directory"
 
 
@@ -450,7 +520,8 @@ def test_the_undamaged_files_open(tmp_path: Path) -> None:
     write_split(tmp_path, "valid", N, seed=0, chunked=True, compression="gzip")
     train, valid = open_split(tmp_path, "train"), open_split(tmp_path, "valid")
     assert (len(train), len(valid)) == (N, N)
-    assert train.has_mask and train.layout == "contiguous"
+    assert train.has_mask
+    assert train.layout == "contiguous"
     assert valid.layout.startswith("chunked+gzip")
     assert valid.read_images(slice(N - 1, N)).shape == (1, *layout.IMAGE_SHAPE)
 

@@ -13,41 +13,76 @@ blocks = st.sampled_from([1, 2, 7, 128])
 windows = st.sampled_from([1, 5, 64, 2048])
 
 
-@given(n=sizes, seed=st.integers(0, 2**32 - 1), epoch=st.integers(0, 1000), block=blocks,
-       window=windows)
-def test_shuffled_epoch_is_a_permutation(n: int, seed: int, epoch: int, block: int,
-                                         window: int) -> None:
-    order = epoch_order(n, shuffle=True, seed=seed, epoch=epoch, block_size=block,
-                        window_size=window)
+@given(
+    n=sizes,
+    seed=st.integers(0, 2**32 - 1),
+    epoch=st.integers(0, 1000),
+    block=blocks,
+    window=windows,
+)
+def test_shuffled_epoch_is_a_permutation(
+    n: int, seed: int, epoch: int, block: int, window: int
+) -> None:
+    order = epoch_order(
+        n, shuffle=True, seed=seed, epoch=epoch, block_size=block, window_size=window
+    )
     assert order.dtype == np.int64
     np.testing.assert_array_equal(np.sort(order), np.arange(n))
 
 
-@given(n=sizes, shards=st.integers(1, 8), shuffle=st.booleans(), seed=st.integers(0, 99),
-       epoch=st.integers(0, 99), block=blocks, window=windows)
-def test_shards_are_disjoint_and_cover(n: int, shards: int, shuffle: bool, seed: int,
-                                       epoch: int, block: int, window: int) -> None:
-    parts = [epoch_order(n, shuffle=shuffle, seed=seed, epoch=epoch, num_shards=shards,
-                         shard_index=i, block_size=block, window_size=window)
-             for i in range(shards)]
+@given(
+    n=sizes,
+    shards=st.integers(1, 8),
+    shuffle=st.booleans(),
+    seed=st.integers(0, 99),
+    epoch=st.integers(0, 99),
+    block=blocks,
+    window=windows,
+)
+def test_shards_are_disjoint_and_cover(
+    n: int, shards: int, shuffle: bool, seed: int, epoch: int, block: int, window: int
+) -> None:
+    parts = [
+        epoch_order(
+            n,
+            shuffle=shuffle,
+            seed=seed,
+            epoch=epoch,
+            num_shards=shards,
+            shard_index=i,
+            block_size=block,
+            window_size=window,
+        )
+        for i in range(shards)
+    ]
     together = np.concatenate(parts)
     assert together.size == n
     np.testing.assert_array_equal(np.sort(together), np.arange(n))
 
 
 @given(n=sizes, shards=st.integers(1, 8), block=blocks, seed=st.integers(0, 99))
-def test_shard_sizes_do_not_change_across_epochs(n: int, shards: int, block: int,
-                                                 seed: int) -> None:
+def test_shard_sizes_do_not_change_across_epochs(
+    n: int, shards: int, block: int, seed: int
+) -> None:
     for index in range(shards):
-        sizes_seen = {epoch_order(n, shuffle=True, seed=seed, epoch=e, num_shards=shards,
-                                  shard_index=index, block_size=block).size for e in range(4)}
+        sizes_seen = {
+            epoch_order(
+                n,
+                shuffle=True,
+                seed=seed,
+                epoch=e,
+                num_shards=shards,
+                shard_index=index,
+                block_size=block,
+            ).size
+            for e in range(4)
+        }
         assert len(sizes_seen) == 1
 
 
 @given(n=st.integers(0, 2000), shards=st.integers(1, 5))
 def test_unshuffled_shards_are_contiguous_and_in_file_order(n: int, shards: int) -> None:
-    parts = [epoch_order(n, shuffle=False, num_shards=shards, shard_index=i)
-             for i in range(shards)]
+    parts = [epoch_order(n, shuffle=False, num_shards=shards, shard_index=i) for i in range(shards)]
     np.testing.assert_array_equal(np.concatenate(parts), np.arange(n))
     assert max(p.size for p in parts) - min(p.size for p in parts) <= 1
 
@@ -66,8 +101,12 @@ def test_epochs_and_seeds_give_different_orders(seed: int) -> None:
     assert not np.array_equal(base, epoch_order(5000, shuffle=True, seed=seed + 1, epoch=0))
 
 
-@given(n=st.integers(1, 5000), block=st.sampled_from([16, 128]),
-       window_blocks=st.integers(1, 8), seed=st.integers(0, 99))
+@given(
+    n=st.integers(1, 5000),
+    block=st.sampled_from([16, 128]),
+    window_blocks=st.integers(1, 8),
+    seed=st.integers(0, 99),
+)
 def test_windows_read_few_blocks(n: int, block: int, window_blocks: int, seed: int) -> None:
     """Locality is what makes shuffled reading fast: a window touches at most one more block
     than it holds whole blocks (windows need not start on a block border)."""
@@ -84,20 +123,30 @@ def test_shuffle_mixes_within_windows() -> None:
     assert np.mean(np.diff(order) == 1) < 0.05
 
 
-@pytest.mark.parametrize(("count", "batch", "drop", "expected"), [
-    (10, 3, False, 4), (10, 3, True, 3), (9, 3, True, 3), (0, 4, False, 0), (2, 4, True, 0),
-])
+@pytest.mark.parametrize(
+    ("count", "batch", "drop", "expected"),
+    [
+        (10, 3, False, 4),
+        (10, 3, True, 3),
+        (9, 3, True, 3),
+        (0, 4, False, 0),
+        (2, 4, True, 0),
+    ],
+)
 def test_num_batches(count: int, batch: int, drop: bool, expected: int) -> None:
     assert num_batches(count, batch, drop_remainder=drop) == expected
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [
-    ({"num_shards": 0}, "num_shards"),
-    ({"num_shards": 2, "shard_index": 2}, "shard_index"),
-    ({"shard_index": -1}, "shard_index"),
-    ({"block_size": 0}, "block_size"),
-    ({"window_size": 0}, "window_size"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"num_shards": 0}, "num_shards"),
+        ({"num_shards": 2, "shard_index": 2}, "shard_index"),
+        ({"shard_index": -1}, "shard_index"),
+        ({"block_size": 0}, "block_size"),
+        ({"window_size": 0}, "window_size"),
+    ],
+)
 def test_bad_arguments_are_rejected(kwargs: dict[str, int], name: str) -> None:
     with pytest.raises(InvalidArgumentError, match=f"^{name}: expected"):
         epoch_order(10, shuffle=True, **kwargs)

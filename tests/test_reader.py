@@ -23,9 +23,9 @@ def _patch_index(images: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
     return first[:, 0] + 256 * first[:, 1] + 65536 * first[:, 2]
 
 
-def _epoch(reader: EpochReader, epoch: int) -> tuple[
-    list[npt.NDArray[np.uint8]], list[npt.NDArray[np.int32]]
-]:
+def _epoch(
+    reader: EpochReader, epoch: int
+) -> tuple[list[npt.NDArray[np.uint8]], list[npt.NDArray[np.int32]]]:
     images, labels = [], []
     for batch_images, batch_labels in reader.batches(epoch):
         if batch_images.dtype == np.uint32:
@@ -53,17 +53,21 @@ def test_batches_hold_the_shard_order_exactly(spec: SplitSpec, options: StreamOp
             if sizes:
                 assert 1 <= sizes[-1] <= bs
             visited = order[:expected_count]
-            np.testing.assert_array_equal(np.concatenate(got_images or [images[:0]]),
-                                          images[visited])
-            np.testing.assert_array_equal(np.concatenate(got_labels or [labels[:0]]),
-                                          labels[visited].astype(np.int32))
+            np.testing.assert_array_equal(
+                np.concatenate(got_images or [images[:0]]), images[visited]
+            )
+            np.testing.assert_array_equal(
+                np.concatenate(got_labels or [labels[:0].astype(np.int32)]),
+                labels[visited].astype(np.int32),
+            )
 
 
 @settings(max_examples=20)
 @given(spec=split_specs(max_size=200), options=stream_options(augment=False))
-def test_unshuffled_single_shard_stream_equals_the_file(spec: SplitSpec, options: StreamOptions) -> None:
-    options = replace(options, shuffle=False, num_shards=1, shard_index=0,
-                      drop_remainder=False)
+def test_unshuffled_single_shard_stream_equals_the_file(
+    spec: SplitSpec, options: StreamOptions
+) -> None:
+    options = replace(options, shuffle=False, num_shards=1, shard_index=0, drop_remainder=False)
     with tempfile.TemporaryDirectory() as root:
         images, labels = write_spec(root, "test", spec)
         got_images, got_labels = _epoch(EpochReader(open_split(root, "test"), options), 0)
@@ -72,15 +76,19 @@ def test_unshuffled_single_shard_stream_equals_the_file(spec: SplitSpec, options
 
 
 @settings(max_examples=20)
-@given(spec=split_specs(min_size=2, max_size=200), options=stream_options(augment=False),
-       epoch=st.integers(0, 5))
-def test_shards_together_are_one_permutation_per_epoch(spec: SplitSpec, options: StreamOptions,
-                                                      epoch: int) -> None:
+@given(
+    spec=split_specs(min_size=2, max_size=200),
+    options=stream_options(augment=False),
+    epoch=st.integers(0, 5),
+)
+def test_shards_together_are_one_permutation_per_epoch(
+    spec: SplitSpec, options: StreamOptions, epoch: int
+) -> None:
     options = replace(options, shuffle=True, drop_remainder=False)
     with tempfile.TemporaryDirectory() as root:
-        images, _ = write_spec(root, "valid", spec)
+        _images, _ = write_spec(root, "valid", spec)
         split = open_split(root, "valid")
-        seen = []
+        seen: list[npt.NDArray[np.int64]] = []
         for shard in range(options.num_shards):
             reader = EpochReader(split, replace(options, shard_index=shard))
             seen.extend(_patch_index(im) for im in _epoch(reader, epoch)[0])
@@ -89,13 +97,16 @@ def test_shards_together_are_one_permutation_per_epoch(spec: SplitSpec, options:
 
 @settings(max_examples=20)
 @given(spec=split_specs(max_size=150), options=stream_options(augment=True))
-def test_augmented_patches_are_symmetries_of_the_right_patch(spec: SplitSpec, options: StreamOptions) -> None:
+def test_augmented_patches_are_symmetries_of_the_right_patch(
+    spec: SplitSpec, options: StreamOptions
+) -> None:
     """Images and labels stay aligned through shuffle, shard and D4 augmentation."""
     with tempfile.TemporaryDirectory() as root:
         images, labels = write_spec(root, "valid", spec)
         reader = EpochReader(open_split(root, "valid"), options)
-        variants = {d4.apply_one(images[i], c).tobytes(): i
-                    for i in range(spec.n) for c in range(8)}
+        variants = {
+            d4.apply_one(images[i], c).tobytes(): i for i in range(spec.n) for c in range(8)
+        }
         got_images, got_labels = _epoch(reader, 0)
         for batch_images, batch_labels in zip(got_images, got_labels, strict=True):
             for image, label in zip(batch_images, batch_labels, strict=True):

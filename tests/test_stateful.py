@@ -34,15 +34,22 @@ class ReaderMachine(RuleBasedStateMachine):
         self.epochs_seen: dict[int, list[int]] = {}
         self.batches_seen: dict[tuple[int, int], list[int]] = {}
 
-    @initialize(spec=split_specs(min_size=1, max_size=120),
-                batch_size=st.integers(1, 40), shuffle=st.booleans(), seed=st.integers(0, 99),
-                block=st.sampled_from([1, 4, 32]), window=st.sampled_from([1, 16, 64]))
-    def open(self, spec: SplitSpec, batch_size: int, shuffle: bool, seed: int, block: int,
-             window: int) -> None:
+    @initialize(
+        spec=split_specs(min_size=1, max_size=120),
+        batch_size=st.integers(1, 40),
+        shuffle=st.booleans(),
+        seed=st.integers(0, 99),
+        block=st.sampled_from([1, 4, 32]),
+        window=st.sampled_from([1, 16, 64]),
+    )
+    def open(
+        self, spec: SplitSpec, batch_size: int, shuffle: bool, seed: int, block: int, window: int
+    ) -> None:
         self.images, self.labels = write_spec(self.root, "train", spec)
         self.split = open_split(self.root, "train")
-        options = StreamOptions(batch_size=batch_size, shuffle=shuffle, seed=seed,
-                                block_size=block, window_size=window)
+        options = StreamOptions(
+            batch_size=batch_size, shuffle=shuffle, seed=seed, block_size=block, window_size=window
+        )
         self.reader = EpochReader(self.split, options)
 
     @rule(data=st.data())
@@ -58,8 +65,9 @@ class ReaderMachine(RuleBasedStateMachine):
         n = len(self.labels)
         start = data.draw(st.integers(0, n))
         stop = data.draw(st.integers(start, n))
-        np.testing.assert_array_equal(self.split.read_images(slice(start, stop)),
-                                      self.images[start:stop])
+        np.testing.assert_array_equal(
+            self.split.read_images(slice(start, stop)), self.images[start:stop]
+        )
 
     @rule(epoch=st.integers(0, 3), data=st.data())
     def read_batch(self, epoch: int, data: st.DataObject) -> None:
@@ -107,6 +115,5 @@ class ReaderMachine(RuleBasedStateMachine):
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-ReaderMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=12,
-                                           deadline=None)
+ReaderMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=12, deadline=None)
 TestReaderMachine = ReaderMachine.TestCase

@@ -52,9 +52,11 @@ def colour_matrices(
     rotation = cos * identity + sin * cross + (1.0 - cos) * grey
     saturate = saturation[:, None, None] * identity + (1.0 - saturation[:, None, None]) * grey
     matrix = contrast[:, None, None] * tf.matmul(saturate, rotation)
-    offset = _MID + brightness[:, None, None] - tf.linalg.matvec(matrix, tf.fill([batch, 3], _MID))[
-        :, None, :
-    ]
+    offset = (
+        _MID
+        + brightness[:, None, None]
+        - tf.linalg.matvec(matrix, tf.fill([batch, 3], _MID))[:, None, :]
+    )
     return matrix, offset
 
 

@@ -62,8 +62,9 @@ def transform(
     if images.ndim != 4 or images.shape[1] != images.shape[2]:
         raise InvalidArgumentError("images", "a batch [B, H, W, C] of square images", images.shape)
     if codes.shape != (images.shape[0],):
-        raise InvalidArgumentError("codes", f"one code per image, shape ({images.shape[0]},)",
-                                   codes.shape)
+        raise InvalidArgumentError(
+            "codes", f"one code per image, shape ({images.shape[0]},)", codes.shape
+        )
     out = np.empty_like(images)
     for code in np.unique(codes).tolist():
         chosen = np.flatnonzero(codes == code)

@@ -86,7 +86,8 @@ def _expand_blocks(
     offsets = np.arange(lengths.sum(), dtype=np.int64) - np.repeat(
         np.cumsum(lengths) - lengths, lengths
     )
-    return np.repeat(starts, lengths) + offsets
+    indices: npt.NDArray[np.int64] = np.repeat(starts, lengths) + offsets
+    return indices
 
 
 def num_batches(count: int, batch_size: int, *, drop_remainder: bool) -> int:

@@ -32,7 +32,8 @@ from pcam.data.split import PCamSplit
 from pcam.errors import InvalidArgumentError
 from pcam.layout import IMAGE_SHAPE
 
-Batch = tuple[npt.NDArray[np.uint8] | npt.NDArray[np.uint32], npt.NDArray[np.int32]]
+Batch = tuple[npt.NDArray[Any], npt.NDArray[np.int32]]
+"""``(images, labels)``: images are ``uint8 [B, 96, 96, 3]`` or packed ``uint32 [B, 96, 96]``."""
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,9 @@ class EpochReader:
 
     def num_batches(self) -> int:
         """Batches per epoch of this shard (the same for every epoch)."""
-        return num_batches(self.order(0).size, self.options.batch_size,
-                           drop_remainder=self.options.drop_remainder)
+        return num_batches(
+            self.order(0).size, self.options.batch_size, drop_remainder=self.options.drop_remainder
+        )
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         """All batches of ``epoch`` in order (see :meth:`read_batch`)."""
@@ -144,8 +146,9 @@ class EpochReader:
                 self._advise(order[start + window : start + 2 * window])
             images = _gather(self.split.image_map(), index, codes)
         else:
-            images = _gather(self._window_buffer(epoch, order, start), self._positions(start,
-                             index.size), codes)
+            images = _gather(
+                self._window_buffer(epoch, order, start), self._positions(start, index.size), codes
+            )
         return images, self.split.labels[index].astype(np.int32)
 
     def _positions(self, start: int, count: int) -> npt.NDArray[np.int64]:
@@ -186,7 +189,7 @@ def _gather(
     source: npt.NDArray[np.uint8],
     keys: npt.NDArray[np.int64],
     codes: npt.NDArray[np.uint8] | None,
-) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint32]:
+) -> npt.NDArray[Any]:
     """Gather ``source[keys]``; with D4 ``codes``, transform it and return packed pixels.
 
     Without codes the result is ``uint8 [B, 96, 96, 3]``. With codes it is ``uint32 [B, 96, 96]``:
@@ -213,7 +216,7 @@ def _gather(
     return packed
 
 
-def unpack_pixels(packed: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint8]:
+def unpack_pixels(packed: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     """Packed ``uint32 [B, H, W]`` pixels back to ``uint8 [B, H, W, 3]`` RGB (little-endian)."""
     as_bytes = packed.astype("<u4", copy=False).view(np.uint8).reshape(*packed.shape, 4)
     return np.ascontiguousarray(as_bytes[..., :3])

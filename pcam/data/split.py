@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import mmap
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy.typing as npt
 from pcam import layout
 from pcam.errors import (
     EmptySplitError,
+    InvalidArgumentError,
     LabelValueError,
     LayoutError,
     LengthMismatchError,
@@ -132,15 +134,16 @@ class PCamSplit:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def read_images(self, index: Indices) -> npt.NDArray[np.uint8]:
+    def read_images(self, index: Indices | Sequence[int]) -> npt.NDArray[np.uint8]:
         """Read patches as ``uint8 [n, 96, 96, 3]``.
 
-        ``index`` is a slice or an array of indices. Indices that are sorted and contiguous read
-        fastest; any order is accepted and returned in the order asked.
+        ``index`` is a slice or a 1-D sequence of integer indices (negative ones count from the
+        end). Indices that are sorted and contiguous read fastest; any order is accepted, repeats
+        too, and the patches come back in the order asked.
         """
-        return self._read(self.images_info, index)
+        return self._read(self.images_info, _normalise_index(index, len(self)))
 
-    def read_mask(self, index: Indices) -> npt.NDArray[np.bool_]:
+    def read_mask(self, index: Indices | Sequence[int]) -> npt.NDArray[np.bool_]:
         """Read tumour masks as ``bool [n, 96, 96, 1]``; raises if the split has no mask file."""
         if self.mask_info is None:
             raise MissingFileError(
@@ -148,7 +151,9 @@ class PCamSplit:
                 "a PCam mask file (dataset 'mask')",
                 "masks exist for the train split only; write them with pcam synth --with-mask",
             )
-        return self._read(self.mask_info, index).astype(bool, copy=False)
+        return self._read(self.mask_info, _normalise_index(index, len(self))).astype(
+            bool, copy=False
+        )
 
     def read_meta(self) -> list[dict[str, str]]:
         """Read the meta CSV as one dict per patch (column name to text); raises if absent."""
@@ -223,15 +228,41 @@ class PCamSplit:
             handle = h5py.File(info.path, "r")
             files.files[info.path] = handle
         dataset = handle[info.key]
-        if isinstance(index, slice):
-            return np.asarray(dataset[index])
-        return _read_fancy(dataset, np.asarray(index))
+        try:
+            if isinstance(index, slice):
+                return np.asarray(dataset[index])
+            return _read_fancy(dataset, np.asarray(index))
+        except OSError as error:
+            raise UnreadableFileError(
+                info.path, "readable patches", f"damaged data ({_first_line(error)})", _FIX_HINT
+            ) from None
 
     def close(self) -> None:
         """Close the files this process opened (they reopen on the next read)."""
         for handle in self._files().files.values():
             handle.close()
         self._open = _OpenFiles()
+
+
+def _normalise_index(index: Indices | Sequence[int], length: int) -> Indices:
+    """A slice with step 1, or an int64 array of indices in ``[0, length)``."""
+    if isinstance(index, slice):
+        start, stop, step = index.indices(length)
+        return slice(start, stop) if step == 1 else np.arange(start, stop, step, dtype=np.int64)
+    array = np.asarray(index)
+    if array.size == 0 and array.ndim == 1:
+        return np.empty(0, dtype=np.int64)
+    if array.ndim != 1 or array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise InvalidArgumentError(
+            "index",
+            "a slice or a 1-D sequence of integer indices",
+            f"a {array.dtype} array of shape {array.shape}",
+        )
+    if array.min() < -length or array.max() >= length:
+        raise InvalidArgumentError(
+            "index", f"indices in [{-length}, {length})", f"{int(array.min())}..{int(array.max())}"
+        )
+    return np.where(array < 0, array + length, array).astype(np.int64)
 
 
 def _read_fancy(dataset: h5py.Dataset, index: npt.NDArray[np.integer[Any]]) -> npt.NDArray[Any]:
@@ -276,7 +307,10 @@ def open_split(root: str | os.PathLike[str], split: str) -> PCamSplit:
     root_path = Path(root)
     if not root_path.is_dir():
         raise MissingFileError(
-            root_path, "a directory of PCam files", "check the path or run pcam synth / download"
+            root_path,
+            "a directory of PCam files",
+            "check the path or run pcam synth / download",
+            found="a file, not a directory" if root_path.exists() else "no such directory",
         )
     x_path = layout.h5_path(root_path, split, "x")
     y_path = layout.h5_path(root_path, split, "y")
@@ -290,7 +324,9 @@ def open_split(root: str | os.PathLike[str], split: str) -> PCamSplit:
     if mask_file.exists():
         mask = _inspect(mask_file, "mask", layout.MASK_SHAPE, np.dtype(bool), "tumour masks")
         if mask.shape[0] != images.shape[0]:
-            raise LengthMismatchError(x_path, images.shape[0], mask_file, mask.shape[0])
+            raise LengthMismatchError(
+                x_path, images.shape[0], mask_file, mask.shape[0], noun="masks"
+            )
     meta_file = layout.meta_path(root_path, split)
     return PCamSplit(
         root_path,
@@ -310,7 +346,9 @@ def _inspect(
     expected_file = f"an HDF5 file of PCam {what} (dataset {key!r})"
     if not path.exists():
         raise MissingFileError(path, expected_file, "run pcam synth or pcam download first")
-    if not os.access(path, os.R_OK) or path.is_dir():
+    if path.is_dir():
+        raise UnreadableFileError(path, expected_file, "a directory", "remove or rename it")
+    if not os.access(path, os.R_OK):
         raise UnreadableFileError(
             path, expected_file, "a file this user cannot read", "check its permissions"
         )
@@ -319,13 +357,12 @@ def _inspect(
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UnreadableFileError(
-            path, expected_file, f"a damaged HDF5 file ({first_line})", _FIX_HINT
+            path, expected_file, f"a damaged HDF5 file ({_first_line(error)})", _FIX_HINT
         ) from None
     with handle:
         if key not in handle:
-            keys = ", ".join(repr(k) for k in handle.keys()) or "no datasets"
+            keys = ", ".join(repr(k) for k in handle) or "no datasets"
             raise LayoutError(path, f"a dataset named {key!r}", keys, _FIX_HINT)
         dataset = handle[key]
         if not isinstance(dataset, h5py.Dataset):
@@ -343,6 +380,13 @@ def _inspect(
         if count == 0:
             raise EmptySplitError(path)
         storage, offset = _storage(dataset)
+        if storage == "contiguous" and offset is None:
+            raise UnreadableFileError(
+                path,
+                f"{count} patches of data",
+                "a dataset with no data (never written)",
+                _FIX_HINT,
+            )
         expected_end = (offset or 0) + dataset.nbytes
         if offset is not None and path.stat().st_size < expected_end:
             raise UnreadableFileError(
@@ -357,10 +401,16 @@ def _inspect(
             raise UnreadableFileError(
                 path,
                 f"{count} readable patches",
-                f"a last patch that cannot be read ({str(error).splitlines()[0]})",
+                f"a last patch that cannot be read ({_first_line(error)})",
                 _FIX_HINT,
             ) from None
         return ArrayInfo(path, key, tuple(dataset.shape), storage, str(dtype), offset)
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _storage(dataset: h5py.Dataset) -> tuple[str, int | None]:
@@ -368,8 +418,11 @@ def _storage(dataset: h5py.Dataset) -> tuple[str, int | None]:
     if dataset.chunks is None:
         offset = dataset.id.get_offset()
         return "contiguous", None if offset is None else int(offset)
-    filters = [name for name in ("compression", "shuffle", "fletcher32", "scaleoffset")
-               if getattr(dataset, name)]
+    filters = [
+        name
+        for name in ("compression", "shuffle", "fletcher32", "scaleoffset")
+        if getattr(dataset, name)
+    ]
     if dataset.compression:
         filters[filters.index("compression")] = str(dataset.compression)
     return "chunked" + "".join(f"+{name}" for name in filters), None
@@ -377,8 +430,13 @@ def _storage(dataset: h5py.Dataset) -> tuple[str, int | None]:
 
 def _read_labels(info: ArrayInfo) -> npt.NDArray[np.uint8]:
     """Read all labels of a split (one byte each) and check they are 0 or 1."""
-    with h5py.File(info.path, "r") as handle:
-        labels = np.asarray(handle[info.key][...], dtype=np.uint8).reshape(-1)
+    try:
+        with h5py.File(info.path, "r") as handle:
+            labels = np.asarray(handle[info.key][...], dtype=np.uint8).reshape(-1)
+    except OSError as error:
+        raise UnreadableFileError(
+            info.path, "readable labels", f"damaged data ({_first_line(error)})", _FIX_HINT
+        ) from None
     bad = labels > 1
     if bad.any():
         values = sorted({int(v) for v in np.unique(labels[bad])})

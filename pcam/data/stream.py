@@ -108,9 +108,11 @@ def make_dataset(
     if augment:
         jitter = colour_jitter or ColourJitter()
 
-        @tf.function(jit_compile=True)  # XLA fuses unpacking and the colour map into one pass
-        def augment_colours(packed: tf.Tensor, batch_seed: tf.Tensor) -> tf.Tensor:
+        def colour_step(packed: tf.Tensor, batch_seed: tf.Tensor) -> tf.Tensor:
             return jitter_colours(unpack_pixels(packed), batch_seed, jitter)
+
+        # XLA fuses unpacking and the colour map into one pass over the pixels
+        augment_colours = tf.function(colour_step, jit_compile=True)
 
         dataset = dataset.map(
             lambda packed, labels, batch_seed: (augment_colours(packed, batch_seed), labels),

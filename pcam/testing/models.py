@@ -11,7 +11,7 @@ from typing import Any
 
 
 def tiny_model(*, seed: int = 0, learning_rate: float = 3e-3) -> Any:
-    """A compiled ~10k-parameter CNN: ``uint8 [B, 96, 96, 3]`` to a tumour probability ``[B, 1]``."""
+    """A compiled ~10k-parameter CNN: ``uint8 [B, 96, 96, 3]`` to tumour probability ``[B, 1]``."""
     import keras
 
     keras.utils.set_random_seed(seed)

@@ -1,8 +1,8 @@
-"""Hypothesis strategies for PCam data, shared by the tests and usable by anyone testing code
-that consumes PCam files.
+"""Hypothesis strategies for PCam data, shared by the tests.
 
-Every parameter is keyword-only. Image content is drawn from a seed rather than byte by byte
-(a patch is 27,648 bytes), so examples stay cheap to generate and shrink well.
+Usable by anyone testing code that consumes PCam files. Every parameter is keyword-only. Image
+content is drawn from a seed rather than byte by byte (a patch is 27,648 bytes), so examples stay
+cheap to generate and shrink well.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ class SplitSpec:
 
 
 def random_arrays(n: int, *, seed: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-    """``n`` random uint8 patches and 0/1 labels. Each patch's first pixel encodes its index,
-    so a test can tell which patch it is looking at after any reordering."""
+    """``n`` random uint8 patches and 0/1 labels; the first pixel of each encodes its index.
+
+    So a test can tell which patch it is looking at after any reordering.
+    """
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, *layout.IMAGE_SHAPE), dtype=np.uint8)
     index = np.arange(n)
@@ -50,8 +52,10 @@ def random_arrays(n: int, *, seed: int) -> tuple[npt.NDArray[np.uint8], npt.NDAr
 def split_sizes(*, min_size: int = 1, max_size: int = 300) -> st.SearchStrategy[int]:
     """Numbers of patches in a split, biased towards edge cases (1, block and batch borders)."""
     edges = [v for v in (1, 2, 127, 128, 129, 255, 256, 257) if min_size <= v <= max_size]
-    return st.one_of(st.sampled_from(edges), st.integers(min_size, max_size)) if edges else (
-        st.integers(min_size, max_size)
+    return (
+        st.one_of(st.sampled_from(edges), st.integers(min_size, max_size))
+        if edges
+        else (st.integers(min_size, max_size))
     )
 
 
@@ -70,15 +74,19 @@ def split_specs(
     )
 
 
-def write_spec(root: Any, split: str, spec: SplitSpec) -> tuple[
-    npt.NDArray[np.uint8], npt.NDArray[np.uint8]
-]:
+def write_spec(
+    root: Any, split: str, spec: SplitSpec
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
     """Write ``spec`` as PCam files under ``root`` (replacing any); returns the arrays written."""
     from pcam.testing.synthetic import write_arrays
 
     images, labels = spec.arrays()
     write_arrays(
-        root, split, images, labels, overwrite=True,
+        root,
+        split,
+        images,
+        labels,
+        overwrite=True,
         chunked=spec.storage != "contiguous",
         compression="gzip" if spec.storage == "gzip" else None,
     )
@@ -90,7 +98,8 @@ def pcam_arrays(
 ) -> st.SearchStrategy[tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]]:
     """In-memory PCam arrays: ``(images uint8 [n, 96, 96, 3], labels uint8 [n])``."""
     return st.builds(
-        random_arrays, split_sizes(min_size=min_size, max_size=max_size),
+        random_arrays,
+        split_sizes(min_size=min_size, max_size=max_size),
         seed=st.integers(0, 2**16),
     )
 

@@ -17,6 +17,7 @@ PCam name.
 from __future__ import annotations
 
 import csv
+import operator
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -29,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pcam import layout
-from pcam.errors import InvalidArgumentError, OutputExistsError
+from pcam.errors import InvalidArgumentError, OutputExistsError, OutputPathError
 
 CHUNK = 512
 """Patches generated and written at a time (14 MB of images)."""
@@ -66,13 +67,6 @@ def generate(
     ``positive_fraction`` of the patches are tumour; ``outer_ring_fraction`` of the negatives carry
     a tumour cluster in the outer ring only (negative by the centre rule).
     """
-    if n < 0:
-        raise InvalidArgumentError("n", "a number of patches >= 0", n)
-    if not 0.0 <= positive_fraction <= 1.0:
-        raise InvalidArgumentError("positive_fraction", "a fraction in [0, 1]", positive_fraction)
-    if not 0.0 <= outer_ring_fraction <= 1.0:
-        raise InvalidArgumentError("outer_ring_fraction", "a fraction in [0, 1]",
-                                   outer_ring_fraction)
     rng = np.random.default_rng(seed)
     positive, decoy = _draw_kinds(rng, n, positive_fraction, outer_ring_fraction)
     return _render(rng, positive, decoy)
@@ -82,6 +76,14 @@ def _draw_kinds(
     rng: np.random.Generator, n: int, positive_fraction: float, outer_ring_fraction: float
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Which patches are tumour (exactly ``round(n * positive_fraction)``) and which decoys."""
+    if n < 0:
+        raise InvalidArgumentError("n", "a number of patches >= 0", n)
+    if not 0.0 <= positive_fraction <= 1.0:
+        raise InvalidArgumentError("positive_fraction", "a fraction in [0, 1]", positive_fraction)
+    if not 0.0 <= outer_ring_fraction <= 1.0:
+        raise InvalidArgumentError(
+            "outer_ring_fraction", "a fraction in [0, 1]", outer_ring_fraction
+        )
     positive = np.zeros(n, dtype=bool)
     positive[: round(n * positive_fraction)] = True
     rng.shuffle(positive)
@@ -107,9 +109,10 @@ def _render(
     eosin = eosin.astype(np.float32) * stain[1]
     eosin += rng.standard_normal(size=eosin.shape, dtype=np.float32) * 0.015
     images = _stains_to_rgb(haematoxylin, eosin)
-    centre = masks[:, layout.CENTRE_START : layout.CENTRE_STOP,
-                   layout.CENTRE_START : layout.CENTRE_STOP]
-    labels = centre.any(axis=(1, 2)).astype(np.uint8)
+    centre = masks[
+        :, layout.CENTRE_START : layout.CENTRE_STOP, layout.CENTRE_START : layout.CENTRE_STOP
+    ]
+    labels: npt.NDArray[np.uint8] = np.asarray(centre.any(axis=(1, 2)), dtype=np.uint8)
     return SyntheticBatch(images=images, labels=labels, masks=masks)
 
 
@@ -136,7 +139,8 @@ def _stains_to_rgb(
     h = np.clip(haematoxylin * ((_H_LEVELS - 1) / _H_MAX) + 0.5, 0, _H_LEVELS - 1)
     e = np.clip(eosin * ((_E_LEVELS - 1) / _E_MAX) + 0.5, 0, _E_LEVELS - 1)
     index = h.astype(np.int32) * _E_LEVELS + e.astype(np.int32)
-    return _RGB_TABLE[index]
+    rgb: npt.NDArray[np.uint8] = _RGB_TABLE[index]
+    return rgb
 
 
 def _smooth_field(
@@ -145,7 +149,10 @@ def _smooth_field(
     """A smooth random field per image: a coarse grid of uniforms, bilinearly upsampled."""
     coarse = rng.uniform(low, high, size=(count, cells + 1, cells + 1))
     up = _upsampler(cells)
-    return np.einsum("ij,njk,lk->nil", up, coarse.astype(np.float32), up, optimize=True)
+    field: npt.NDArray[np.float32] = np.einsum(
+        "ij,njk,lk->nil", up, coarse.astype(np.float32), up, optimize=True
+    )
+    return field
 
 
 def _upsampler(cells: int) -> npt.NDArray[np.float32]:
@@ -158,7 +165,7 @@ def _upsampler(cells: int) -> npt.NDArray[np.float32]:
 def _tumour_masks(
     rng: np.random.Generator, positive: npt.NDArray[np.bool_], decoy: npt.NDArray[np.bool_]
 ) -> npt.NDArray[np.bool_]:
-    """Irregular blob-shaped tumour regions: over the centre for positives, outer ring for decoys."""
+    """Irregular tumour regions: over the centre for positives, in the outer ring for decoys."""
     count = positive.size
     centre_y = rng.uniform(36, 60, size=count)
     centre_x = rng.uniform(36, 60, size=count)
@@ -192,16 +199,16 @@ class _Nuclei:
     darkness: npt.NDArray[np.float64]
 
 
-def _normal_nuclei(
-    rng: np.random.Generator, count: int, gaps: npt.NDArray[np.bool_]
-) -> _Nuclei:
+def _normal_nuclei(rng: np.random.Generator, count: int, gaps: npt.NDArray[np.bool_]) -> _Nuclei:
     per_image = rng.poisson(28, size=count)
     image = np.repeat(np.arange(count), per_image)
     row = rng.integers(0, _SIZE, size=image.size)
     col = rng.integers(0, _SIZE, size=image.size)
     keep = ~gaps[image, row, col]
     return _Nuclei(
-        image[keep], row[keep], col[keep],
+        image[keep],
+        row[keep],
+        col[keep],
         rng.uniform(1.6, 2.8, size=image.size)[keep],
         rng.uniform(0.5, 0.9, size=image.size)[keep],
     )
@@ -215,7 +222,9 @@ def _tumour_nuclei(rng: np.random.Generator, masks: npt.NDArray[np.bool_]) -> _N
     col = rng.integers(0, _SIZE, size=image.size)
     keep = masks[image, row, col]
     return _Nuclei(
-        image[keep], row[keep], col[keep],
+        image[keep],
+        row[keep],
+        col[keep],
         rng.uniform(3.2, 5.2, size=image.size)[keep],
         rng.uniform(1.0, 1.5, size=image.size)[keep],
     )
@@ -272,14 +281,32 @@ def write_split(
     number of patches written after each block. Existing PCam files of this split are replaced only
     with ``overwrite``. Files appear under their final names only once complete.
     """
-    if not isinstance(n, int) or n < 1:
-        raise InvalidArgumentError("n", "a number of patches >= 1", n)
+    n = _count(n)
     rng = np.random.default_rng(seed)
     return _write_blocks(
-        root, split, n, _blocks(rng, n, positive_fraction, outer_ring_fraction),
-        chunked=chunked, compression=compression, with_meta=with_meta, with_mask=with_mask,
-        overwrite=overwrite, progress=progress, rng=rng,
+        root,
+        split,
+        n,
+        _blocks(rng, n, positive_fraction, outer_ring_fraction),
+        chunked=chunked,
+        compression=compression,
+        with_meta=with_meta,
+        with_mask=with_mask,
+        overwrite=overwrite,
+        progress=progress,
+        rng=rng,
     )
+
+
+def _count(n: object) -> int:
+    """``n`` as a number of patches >= 1 (any integer type), or an InvalidArgumentError."""
+    try:
+        count = operator.index(n)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidArgumentError("n", "a number of patches >= 1", n) from None
+    if count < 1:
+        raise InvalidArgumentError("n", "a number of patches >= 1", n)
+    return count
 
 
 def write_arrays(
@@ -306,10 +333,20 @@ def write_arrays(
     if labels.shape != (count,):
         raise InvalidArgumentError("labels", f"{count} labels", labels.shape)
     mask_array = np.zeros((count, *layout.IMAGE_SHAPE[:2]), bool) if masks is None else masks
-    batch = SyntheticBatch(images=images, labels=labels, masks=np.asarray(mask_array, bool))
+    batch = SyntheticBatch(
+        images=images, labels=labels.astype(np.uint8), masks=np.asarray(mask_array, bool)
+    )
     return _write_blocks(
-        root, split, count, [(0, batch)], chunked=chunked, compression=compression,
-        with_meta=False, with_mask=masks is not None, overwrite=overwrite, progress=None,
+        root,
+        split,
+        count,
+        [(0, batch)],
+        chunked=chunked,
+        compression=compression,
+        with_meta=False,
+        with_mask=masks is not None,
+        overwrite=overwrite,
+        progress=None,
         rng=np.random.default_rng(0),
     )
 
@@ -334,16 +371,12 @@ def _write_blocks(
     if compression not in (None, "gzip", "lzf"):
         raise InvalidArgumentError("compression", "None, 'gzip' or 'lzf'", compression)
     root_path = Path(root)
-    root_path.mkdir(parents=True, exist_ok=True)
-    targets = {kind: layout.h5_path(root_path, split, kind) for kind in ("x", "y")}
-    if with_mask:
-        targets["mask"] = layout.h5_path(root_path, split, "mask")
-    meta = layout.meta_path(root_path, split) if with_meta else None
-    final = [*targets.values(), *([meta] if meta else [])]
+    final = split_outputs(root_path, split, with_meta=with_meta, with_mask=with_mask)
     if not overwrite:
-        for path in final:
-            if path.exists():
-                raise OutputExistsError(path)
+        refuse_existing(final)
+    make_output_dir(root_path)
+    targets = dict(zip(("x", "y", "mask"), final[: 3 if with_mask else 2], strict=False))
+    meta = final[-1] if with_meta else None
     shapes = {"x": layout.IMAGE_SHAPE, "y": layout.LABEL_SHAPE, "mask": layout.MASK_SHAPE}
     dtypes = {"x": np.uint8, "y": np.uint8, "mask": np.bool_}
     storage = {"chunks": True if chunked or compression else None, "compression": compression}
@@ -355,7 +388,10 @@ def _write_blocks(
         }
         datasets = {
             kind: handle.create_dataset(
-                kind, shape=(n, *shapes[kind]), dtype=dtypes[kind], track_times=True,
+                kind,
+                shape=(n, *shapes[kind]),
+                dtype=dtypes[kind],
+                track_times=True,
                 **(storage if kind == "x" else {}),
             )
             for kind, handle in files.items()
@@ -377,7 +413,35 @@ def _write_blocks(
                 progress(stop)
         for handle in files.values():
             handle.close()
+    if overwrite:  # a mask or meta CSV left from an earlier write would not match the new data
+        companions = split_outputs(root_path, split, with_meta=True, with_mask=True)[2:]
+        for stale in set(companions) - set(final):
+            stale.unlink(missing_ok=True)
     return final
+
+
+def split_outputs(root: Path, split: str, *, with_meta: bool, with_mask: bool) -> list[Path]:
+    """The files a split write makes, in the order x, y, [mask], [meta CSV]."""
+    kinds: tuple[layout.ArrayKind, ...] = ("x", "y", "mask") if with_mask else ("x", "y")
+    paths = [layout.h5_path(root, split, kind) for kind in kinds]
+    return [*paths, layout.meta_path(root, split)] if with_meta else paths
+
+
+def refuse_existing(paths: Iterable[Path]) -> None:
+    """Raise :class:`OutputExistsError` for the first of ``paths`` that exists."""
+    for path in paths:
+        if path.exists():
+            raise OutputExistsError(path)
+
+
+def make_output_dir(root: Path) -> None:
+    """Create ``root`` (and parents), or raise a one-line error when a file is in the way."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputPathError(root, "a file in the way (the path or a parent is a file)") from None
+    except PermissionError:
+        raise OutputPathError(root, "a directory this user cannot write to") from None
 
 
 def _blocks(
@@ -397,12 +461,18 @@ def _write_meta_rows(
     count = batch.labels.size
     coords = rng.integers(0, 200_000, size=(count, 2)) // 96 * 96
     slides = rng.integers(0, 20, size=count)
-    tumour = batch.masks.any(axis=(1, 2))
+    tumour: npt.NDArray[np.bool_] = np.asarray(batch.masks.any(axis=(1, 2)))
     for i in range(count):
-        writer.writerow([
-            start + i, int(coords[i, 0]), int(coords[i, 1]), bool(tumour[i]),
-            bool(batch.labels[i]), f"synthetic_{split}_slide_{int(slides[i]):03d}",
-        ])
+        writer.writerow(
+            [
+                start + i,
+                int(coords[i, 0]),
+                int(coords[i, 1]),
+                bool(tumour[i]),
+                bool(batch.labels[i]),
+                f"synthetic_{split}_slide_{int(slides[i]):03d}",
+            ]
+        )
 
 
 @contextmanager
