@@ -59,10 +59,12 @@ def describe(path: Path, key: str) -> dict[str, Any]:
             "chunks": dataset.chunks,
             "compression": dataset.compression,
             "filters": (dataset.shuffle, dataset.fletcher32, dataset.scaleoffset),
-            "libver": handle.libver,
             "offset": dataset.id.get_offset(),
         }
-    facts["superblock_version"] = path.read_bytes()[8]  # 0 for libver 'earliest'
+    # The version bounds a file was written with show in its superblock version (0 for
+    # 'earliest'); h5py's File.libver reports the bounds of the *reader*, which change with the
+    # HDF5 build (h5py 3.16 bundles HDF5 2.0), so it is not compared.
+    facts["superblock_version"] = path.read_bytes()[8]
     return facts
 
 
@@ -235,7 +237,6 @@ def test_written_layout_matches_real_files(
     assert theirs["item_shape"] == item_shape
     assert theirs["chunks"] is None
     assert theirs["compression"] is None
-    assert theirs["libver"] == ("earliest", "v114")
     assert theirs["superblock_version"] == 0
     write_split(tmp_path, split, 8, seed=1, with_meta=False)
     ours = describe(layout.h5_path(tmp_path, split, kind), kind)
