@@ -84,7 +84,9 @@ def make_dataset(
         epoch = tf.numpy_function(lambda: np.int64(counter.take()), [], tf.int64, stateful=True)
         return tf.ensure_shape(epoch, [])
 
-    def read(epoch: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def read(position: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """Batch number ``position`` counted over all epochs: epoch and step come from it."""
+        epoch, step = position // max(steps, 1), position % max(steps, 1)
         images, labels = tf.numpy_function(
             lambda e, s: reader.read_batch(int(e), int(s)),
             [epoch, step],
@@ -93,32 +95,31 @@ def make_dataset(
         )
         images = tf.ensure_shape(images, image_spec.shape)
         labels = tf.ensure_shape(labels, [batch_dim])
-        batch_seed = tf.stack([tf.constant(seed, tf.int64), epoch * 1_000_003 + step])
-        return images, labels, batch_seed
+        return (images, labels, position) if augment else (images, labels)
 
+    # One element per epoch, expanded into that epoch's batch positions. Each pass over a
+    # non-repeating dataset draws the next epoch number, so each Keras epoch is a new permutation.
     epochs = tf.data.Dataset.range(1)
     if repeat:
         epochs = epochs.repeat()
-    dataset = epochs.map(next_epoch).flat_map(
-        lambda epoch: tf.data.Dataset.range(steps).map(lambda step: (epoch, step))
+    positions = epochs.map(next_epoch).flat_map(
+        lambda epoch: tf.data.Dataset.range(epoch * steps, (epoch + 1) * steps)
     )
-    dataset = dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = positions.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if not repeat:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     if augment:
         jitter = colour_jitter or ColourJitter()
 
-        def colour_step(packed: tf.Tensor, batch_seed: tf.Tensor) -> tf.Tensor:
+        def colour_step(packed: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
+            batch_seed = tf.stack([tf.constant(seed, tf.int64), position])
             return jitter_colours(unpack_pixels(packed), batch_seed, jitter)
 
         # XLA fuses unpacking and the colour map into one pass over the pixels
         augment_colours = tf.function(colour_step, jit_compile=True)
-
         dataset = dataset.map(
-            lambda packed, labels, batch_seed: (augment_colours(packed, batch_seed), labels),
+            lambda packed, labels, position: (augment_colours(packed, position), labels),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-    else:
-        dataset = dataset.map(lambda images, labels, _: (images, labels))
     return dataset.prefetch(tf.data.AUTOTUNE)
