@@ -200,33 +200,37 @@ class _Nuclei:
 
 
 def _normal_nuclei(rng: np.random.Generator, count: int, gaps: npt.NDArray[np.bool_]) -> _Nuclei:
-    per_image = rng.poisson(28, size=count)
-    image = np.repeat(np.arange(count), per_image)
-    row = rng.integers(0, _SIZE, size=image.size)
-    col = rng.integers(0, _SIZE, size=image.size)
-    keep = ~gaps[image, row, col]
-    return _Nuclei(
-        image[keep],
-        row[keep],
-        col[keep],
-        rng.uniform(1.6, 2.8, size=image.size)[keep],
-        rng.uniform(0.5, 0.9, size=image.size)[keep],
+    """Small, moderately dark nuclei scattered over the tissue (not in the gaps)."""
+    return _scatter_nuclei(
+        rng, rng.poisson(28, size=count), ~gaps, size=(1.6, 2.8), darkness=(0.5, 0.9)
     )
 
 
 def _tumour_nuclei(rng: np.random.Generator, masks: npt.NDArray[np.bool_]) -> _Nuclei:
-    count = masks.shape[0]
-    candidates = 140
-    image = np.repeat(np.arange(count), candidates)
+    """Large, very dark, crowded nuclei inside the tumour regions."""
+    candidates = np.full(masks.shape[0], 140)
+    return _scatter_nuclei(rng, candidates, masks, size=(3.2, 5.2), darkness=(1.0, 1.5))
+
+
+def _scatter_nuclei(
+    rng: np.random.Generator,
+    per_image: npt.NDArray[np.integer[Any]],
+    allowed: npt.NDArray[np.bool_],
+    *,
+    size: tuple[float, float],
+    darkness: tuple[float, float],
+) -> _Nuclei:
+    """Nuclei at uniform random positions, kept where ``allowed`` ([count, 96, 96]) is true."""
+    image = np.repeat(np.arange(allowed.shape[0]), per_image)
     row = rng.integers(0, _SIZE, size=image.size)
     col = rng.integers(0, _SIZE, size=image.size)
-    keep = masks[image, row, col]
+    keep = allowed[image, row, col]
     return _Nuclei(
         image[keep],
         row[keep],
         col[keep],
-        rng.uniform(3.2, 5.2, size=image.size)[keep],
-        rng.uniform(1.0, 1.5, size=image.size)[keep],
+        rng.uniform(*size, size=image.size)[keep],
+        rng.uniform(*darkness, size=image.size)[keep],
     )
 
 
