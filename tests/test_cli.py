@@ -444,7 +444,54 @@ def test_demo_streams_every_patch_once(tmp_path: Path) -> None:
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "every patch was seen exactly once" in result.stdout
-    assert "streamed 512 patches" in result.stdout
+    assert "all 512 patches arrived once, in a new order, each with its own label" in (
+        result.stdout
+    )
+    assert "epoch 2: 512 patches" in result.stdout
     assert "Traceback" not in result.stderr
     assert len(open_split(tmp_path / "demo" / "data", "train")) == 512
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("duplicate", "arrived twice"),
+        ("wrong_label", "carries the wrong label"),
+        ("foreign", "is not a patch of the file"),
+        ("missing", "the epoch held 7 distinct patches, the file 8"),
+    ],
+)
+def test_demo_check_catches_a_broken_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str, problem: str
+) -> None:
+    """The demo's permutation check must notice each way a loader can go wrong."""
+    tf = pytest.importorskip("tensorflow")
+    import pcam.data.stream
+    from pcam.cli import _check_permutation
+    from pcam.testing import write_split
+
+    write_split(tmp_path, "valid", 8, seed=3, with_meta=False)
+    split = open_split(tmp_path, "valid")
+    images = split.read_images(slice(None))[::-1].copy()
+    labels = split.labels[::-1].astype(np.int32)
+    if damage == "duplicate":
+        images[1] = images[0]
+        labels[1] = labels[0]
+    elif damage == "wrong_label":
+        labels[2] = 1 - labels[2]
+    elif damage == "foreign":
+        images[3] = 255 - images[3]
+    else:
+        images, labels = images[:7], labels[:7]
+    broken = tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)
+    monkeypatch.setattr(pcam.data.stream, "make_dataset", lambda *args, **kwargs: broken)
+    assert problem in _check_permutation(split, tmp_path, 3, 0)
+
+
+def test_demo_check_passes_a_correct_stream(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from pcam.cli import _check_permutation
+    from pcam.testing import write_split
+
+    write_split(tmp_path, "valid", 40, seed=3, with_meta=False)
+    assert _check_permutation(open_split(tmp_path, "valid"), tmp_path, 16, 0) == ""
