@@ -1,0 +1,185 @@
+"""The classifier: a ResNet50 (or a small CNN) backbone with a one-unit sigmoid head.
+
+The model takes raw ``uint8 [B, 96, 96, 3]`` patches everywhere (training, evaluation, Grad-CAM,
+the app): preprocessing is its first layer, the right one for the backbone (caffe-style for
+ResNet50, as its ImageNet weights expect; ``/255`` for the small CNN). The graph is flat, one
+functional model with no nested sub-model, so every backbone layer can be looked up by name.
+Layers this package adds are named ``pcam_*``; every other layer belongs to the backbone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import keras
+
+from pcam.errors import InvalidArgumentError, MissingFileError, UnreadableFileError
+from pcam.layout import IMAGE_SHAPE
+
+Architecture = Literal["resnet50", "small"]
+ARCHITECTURES: tuple[Architecture, ...] = ("resnet50", "small")
+
+OWN_PREFIX = "pcam_"
+"""Name prefix of the layers this package adds around a backbone."""
+
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+"""ImageNet channel means, in BGR order, that Keras' ResNet50 weights were trained with."""
+
+
+@keras.saving.register_keras_serializable(package="pcam")
+class CaffePreprocess(keras.layers.Layer):  # type: ignore[misc]
+    """RGB ``[0, 255]`` to caffe-style input: BGR channel order minus the ImageNet means.
+
+    The same arithmetic as ``keras.applications.resnet50.preprocess_input``, as a layer that
+    saves and loads with the model.
+    """
+
+    def call(self, inputs: Any) -> Any:
+        """Reverse the channels and subtract the means."""
+        bgr = keras.ops.flip(keras.ops.cast(inputs, "float32"), axis=-1)
+        return bgr - keras.ops.convert_to_tensor(CAFFE_BGR_MEAN, dtype="float32")
+
+
+def build_model(
+    architecture: Architecture = "resnet50",
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    freeze_backbone: bool = False,
+    dropout: float = 0.2,
+    seed: int = 0,
+) -> keras.Model:
+    """Build the uncompiled classifier: ``uint8 [B, 96, 96, 3]`` to tumour probability ``[B, 1]``.
+
+    ``weights`` is ``None`` (random), ``"imagenet"`` (ResNet50 only; Keras downloads them on
+    first use) or the path of a local weights file for the backbone (the ResNet50 "notop"
+    weights, or any weights saved from a backbone of the same architecture).
+    ``freeze_backbone`` makes the backbone untrainable (the first phase of fine-tuning; see
+    :func:`set_backbone_trainable` for the second).
+    """
+    if architecture not in ARCHITECTURES:
+        raise InvalidArgumentError(
+            "architecture", f"one of {', '.join(ARCHITECTURES)}", architecture
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise InvalidArgumentError("dropout", "a rate in [0, 1)", dropout)
+    weights_arg = _check_weights(architecture, weights)
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name=f"{OWN_PREFIX}patch")
+    if architecture == "resnet50":
+        ready = CaffePreprocess(name=f"{OWN_PREFIX}caffe_preprocess")(inputs)
+        backbone = keras.applications.ResNet50(
+            include_top=False, weights=weights_arg, input_tensor=ready
+        )
+        features = backbone.output
+    else:
+        ready = keras.layers.Rescaling(1.0 / 255.0, name=f"{OWN_PREFIX}scale")(inputs)
+        features = _small_backbone(ready)
+        if weights_arg is not None:
+            keras.Model(inputs, features).load_weights(weights_arg)
+    pooled = keras.layers.GlobalAveragePooling2D(name=f"{OWN_PREFIX}pool")(features)
+    dropped = keras.layers.Dropout(dropout, seed=seed, name=f"{OWN_PREFIX}dropout")(pooled)
+    probability = keras.layers.Dense(
+        1, activation="sigmoid", dtype="float32", name=f"{OWN_PREFIX}tumour"
+    )(dropped)
+    model = keras.Model(inputs, probability, name=f"pcam_{architecture}")
+    set_backbone_trainable(model, not freeze_backbone)
+    return model
+
+
+def _small_backbone(x: Any) -> Any:
+    """Four conv blocks (16 to 128 filters, each halving the side): 96 px to a 6x6 map."""
+    for index, filters in enumerate((16, 32, 64, 128), start=1):
+        x = keras.layers.Conv2D(
+            filters, 3, padding="same", use_bias=False, name=f"block{index}_conv"
+        )(x)
+        x = keras.layers.BatchNormalization(name=f"block{index}_bn")(x)
+        x = keras.layers.ReLU(name=f"block{index}_relu")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"block{index}_pool")(x)
+    return x
+
+
+def _check_weights(architecture: str, weights: str | os.PathLike[str] | None) -> str | None:
+    """The ``weights`` argument for Keras, after checking it makes sense for the architecture."""
+    if weights is None:
+        return None
+    if str(weights) == "imagenet":
+        if architecture != "resnet50":
+            raise InvalidArgumentError(
+                "weights", "None or a local weights file for the small model", "imagenet"
+            )
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise MissingFileError(
+            path,
+            "a backbone weights file (.h5 or .weights.h5)",
+            "pass weights=None, 'imagenet', or the path of a downloaded weights file",
+        )
+    return str(path)
+
+
+def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The backbone's layers: every layer that is not an input and not named ``pcam_*``."""
+    return [
+        layer
+        for layer in model.layers
+        if not layer.name.startswith(OWN_PREFIX) and not isinstance(layer, keras.layers.InputLayer)
+    ]
+
+
+def set_backbone_trainable(
+    model: keras.Model, trainable: bool, *, from_layer: str | None = None
+) -> None:
+    """Freeze or unfreeze the backbone (the head always stays trainable).
+
+    With ``from_layer``, only the backbone layers from that one on are unfrozen (the top blocks,
+    for the second phase of fine-tuning). Batch-normalisation layers stay frozen whenever part of
+    the backbone is, so their ImageNet statistics are not disturbed by small batches.
+    """
+    layers = backbone_layers(model)
+    names = [layer.name for layer in layers]
+    if from_layer is not None and from_layer not in names:
+        raise InvalidArgumentError(
+            "from_layer", f"a backbone layer name such as {names[-1]!r}", from_layer
+        )
+    start = names.index(from_layer) if from_layer is not None else 0
+    partial = trainable and start > 0
+    for position, layer in enumerate(layers):
+        unfrozen = trainable and position >= start
+        if partial and isinstance(layer, keras.layers.BatchNormalization):
+            unfrozen = False
+        layer.trainable = unfrozen
+    for layer in model.layers:
+        if layer.name.startswith(OWN_PREFIX):
+            layer.trainable = True
+
+
+def load_model(path: str | os.PathLike[str]) -> keras.Model:
+    """Load a model saved by this package (``.keras``), with a one-line error for a bad file."""
+    model_path = Path(path)
+    if not model_path.is_file():
+        raise MissingFileError(
+            model_path,
+            "a saved pcam model (.keras)",
+            "train one with pcam train, or check the path",
+        )
+    try:
+        model = keras.models.load_model(model_path)
+    except Exception as error:  # Keras raises many kinds for a damaged or foreign file
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UnreadableFileError(
+            model_path,
+            "a saved pcam model (.keras)",
+            f"a file Keras cannot load ({text})",
+            "train the model again or restore the file",
+        ) from None
+    if not isinstance(model, keras.Model):
+        raise UnreadableFileError(
+            model_path,
+            "a saved pcam model (.keras)",
+            f"a {type(model).__name__}",
+            "save the whole model",
+        )
+    return model
