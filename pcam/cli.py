@@ -58,6 +58,17 @@ def _seed(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), found {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``pcam`` argument parser."""
     parser = _Parser(
@@ -121,6 +132,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="check only this split (default: every split present)",
     )
     check.set_defaults(run=_run_check)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a saved model on a split: metrics.json and plots",
+        description="Predict every patch of a split with a saved model and write metrics.json "
+        "(accuracy, per-class precision/recall/F1, ROC AUC, NLL, confusion matrix, 95%% "
+        "bootstrap intervals) and PNG plots to the report directory.",
+    )
+    evaluate.add_argument("--model", type=Path, required=True, help="a saved model (.keras)")
+    evaluate.add_argument("--data", type=Path, required=True, help="directory of PCam files")
+    evaluate.add_argument(
+        "--split", choices=layout.SPLITS, default="test", help="split to evaluate (default: test)"
+    )
+    evaluate.add_argument("--out", type=Path, required=True, help="report directory to write")
+    evaluate.add_argument(
+        "--batch-size", type=_count, default=256, help="batch size (default: 256)"
+    )
+    evaluate.add_argument(
+        "--tta", action="store_true", help="average predictions over the 8 symmetries of the square"
+    )
+    evaluate.add_argument(
+        "--threshold",
+        type=_fraction,
+        default=0.5,
+        help="probability at or above which a patch is tumour (default: 0.5)",
+    )
+    evaluate.add_argument(
+        "--bootstrap",
+        type=_seed,
+        default=1000,
+        help="bootstrap resamples for the 95%% intervals (default: 1000)",
+    )
+    evaluate.add_argument(
+        "--overwrite", action="store_true", help="replace an existing report directory"
+    )
+    evaluate.set_defaults(run=_run_evaluate)
 
     demo = commands.add_parser(
         "demo",
@@ -252,6 +299,35 @@ def find_splits(data_dir: Path, split: str | None) -> list[PCamSplit]:
 
 def _run_check(args: argparse.Namespace) -> int:
     print(split_summary(find_splits(args.data_dir, args.split)))
+    return EXIT_OK
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from pcam.evaluate import evaluate, format_table
+
+    split = open_split(args.data, args.split)
+    work = len(split) * (8 if args.tta else 1)
+    update, close = _progress(
+        len(split), f"predicting {args.split}" + (" (x8 TTA)" if args.tta else "")
+    )
+    try:
+        report = evaluate(
+            args.model,
+            args.data,
+            args.split,
+            args.out,
+            batch_size=args.batch_size,
+            tta=args.tta,
+            threshold=args.threshold,
+            bootstrap_rounds=args.bootstrap,
+            overwrite=args.overwrite,
+            progress=update,
+        )
+    finally:
+        close()
+    print(format_table(report))
+    written = ", ".join(sorted(p.name for p in args.out.iterdir()))
+    print(f"report: {args.out} ({written}); {work:,} predictions")
     return EXIT_OK
 
 

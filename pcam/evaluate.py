@@ -1,0 +1,171 @@
+"""Evaluate a saved model on a PCam split: predictions, ``metrics.json`` and plots.
+
+The report directory is built under a temporary name next to its destination and renamed when
+complete, so a failed or interrupted evaluation never leaves a half-written report behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pcam.data import d4
+from pcam.data.split import open_split
+from pcam.errors import OutputExistsError
+from pcam.metrics import CLASS_NAMES, classification_report
+
+
+def predict_split(
+    model: Any,
+    root: str | os.PathLike[str],
+    split: str,
+    *,
+    batch_size: int = 256,
+    tta: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Labels and predicted tumour probabilities for every patch of a split, in file order.
+
+    With ``tta`` each patch is predicted under all 8 symmetries of the square and the
+    probabilities are averaged (test-time augmentation; 8 times the work).
+    """
+    from pcam.data.stream import make_dataset
+
+    dataset = make_dataset(root, split, batch_size=batch_size, shuffle=False)
+    labels, probabilities = [], []
+    done = 0
+    for images, batch_labels in dataset.as_numpy_iterator():
+        views = [d4.apply_one(images, code) for code in range(8)] if tta else [images]
+        scores = np.mean(
+            [
+                np.asarray(model.predict_on_batch(np.ascontiguousarray(v))).reshape(-1)
+                for v in views
+            ],
+            axis=0,
+        )
+        labels.append(batch_labels.astype(np.int64))
+        probabilities.append(scores.astype(np.float64))
+        done += batch_labels.size
+        if progress is not None:
+            progress(done)
+    return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    labels: npt.NDArray[np.int64],
+    probabilities: npt.NDArray[np.float64],
+    *,
+    threshold: float = 0.5,
+    bootstrap_rounds: int = 1000,
+    run_log: Path | None = None,
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write ``metrics.json`` and the PNG plots into ``out_dir``; returns the metrics.
+
+    ``run_log`` is a Keras CSV log whose training curves are plotted when present; ``extra`` is
+    merged into the JSON (model path, split, options).
+    """
+    from pcam import plots
+
+    destination = Path(out_dir)
+    if destination.exists() and any(destination.iterdir()) and not overwrite:
+        raise OutputExistsError(destination)
+    report = classification_report(
+        labels, probabilities, threshold=threshold, bootstrap_rounds=bootstrap_rounds
+    )
+    report.update(extra or {})
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a report is for reading
+    try:
+        if report["roc_auc"] is not None:
+            plots.plot_roc(labels, probabilities, report, staging / "roc.png")
+        plots.plot_confusion_matrix(report, staging / "confusion_matrix.png")
+        plots.plot_per_class(report, staging / "per_class.png")
+        if run_log is not None and run_log.is_file():
+            plots.plot_training_curves(run_log, staging / "training_curves.png")
+        (staging / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+        if destination.exists():
+            shutil.rmtree(destination)
+        staging.replace(destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report in the seed notebook's layout (scikit-learn's text report) plus AUC and NLL."""
+    lines = [f"{'':>12}  {'precision':>9}  {'recall':>6}  {'f1-score':>8}  {'support':>7}", ""]
+    for name in CLASS_NAMES:
+        scores = report["per_class"][name]
+        lines.append(
+            f"{name:>12}  {scores['precision']:9.4f}  {scores['recall']:6.4f}  "
+            f"{scores['f1']:8.4f}  {scores['support']:7d}"
+        )
+    lines.append("")
+    lines.append(f"{'accuracy':>12}  {'':9}  {'':6}  {report['accuracy']:8.4f}  {report['n']:7d}")
+    for average in ("macro_avg", "weighted_avg"):
+        scores = report[average]
+        lines.append(
+            f"{average.replace('_', ' '):>12}  {scores['precision']:9.4f}  "
+            f"{scores['recall']:6.4f}  {scores['f1']:8.4f}  {report['n']:7d}"
+        )
+    lines.append("")
+    auc = report["roc_auc"]
+    if auc is None:
+        lines.append("ROC AUC: undefined (one class only)")
+    else:
+        interval = report["ci95"].get("roc_auc")
+        suffix = f" (95% CI {interval[0]:.4f}-{interval[1]:.4f})" if interval else ""
+        lines.append(f"ROC AUC: {auc:.4f}{suffix}")
+    lines.append(f"NLL: {report['nll']:.4f}")
+    return "\n".join(lines)
+
+
+def evaluate(
+    model_path: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    split: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    batch_size: int = 256,
+    tta: bool = False,
+    threshold: float = 0.5,
+    bootstrap_rounds: int = 1000,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Load a model, predict a split and write the report; every input is checked first."""
+    from pcam.model import load_model
+
+    destination = Path(out_dir)
+    if destination.exists() and any(destination.iterdir()) and not overwrite:
+        raise OutputExistsError(destination)
+    open_split(data_dir, split)  # a bad data directory fails before the model is loaded
+    model = load_model(model_path)
+    labels, probabilities = predict_split(
+        model, data_dir, split, batch_size=batch_size, tta=tta, progress=progress
+    )
+    run_log = Path(model_path).parent / "training_log.csv"
+    extra = {"model": str(model_path), "data": str(data_dir), "split": split, "tta": tta}
+    return write_report(
+        destination,
+        labels,
+        probabilities,
+        threshold=threshold,
+        bootstrap_rounds=bootstrap_rounds,
+        run_log=run_log,
+        extra=extra,
+        overwrite=overwrite,
+    )
