@@ -78,8 +78,7 @@ def write_report(
     from pcam import plots
 
     destination = Path(out_dir)
-    if destination.exists() and any(destination.iterdir()) and not overwrite:
-        raise OutputExistsError(destination)
+    _refuse_existing_report(destination, overwrite)
     report = classification_report(
         labels, probabilities, threshold=threshold, bootstrap_rounds=bootstrap_rounds
     )
@@ -102,6 +101,12 @@ def write_report(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return report
+
+
+def _refuse_existing_report(destination: Path, overwrite: bool) -> None:
+    """Raise unless ``destination`` is new or empty, or ``overwrite`` is set."""
+    if destination.exists() and any(destination.iterdir()) and not overwrite:
+        raise OutputExistsError(destination)
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -150,8 +155,7 @@ def evaluate(
     from pcam.model import load_model
 
     destination = Path(out_dir)
-    if destination.exists() and any(destination.iterdir()) and not overwrite:
-        raise OutputExistsError(destination)
+    _refuse_existing_report(destination, overwrite)
     open_split(data_dir, split)  # a bad data directory fails before the model is loaded
     model = load_model(model_path)
     labels, probabilities = predict_split(
