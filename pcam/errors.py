@@ -97,6 +97,6 @@ class OutputExistsError(PCamError, FileExistsError):
 
     def __init__(self, path: Path) -> None:
         super().__init__(
-            f"{path}: expected a new or empty place to write, found existing PCam files; "
+            f"{path}: expected a new or empty place to write, found existing files; "
             "choose another directory or pass --overwrite"
         )
