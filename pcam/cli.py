@@ -133,6 +133,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(run=_run_check)
 
+    train = commands.add_parser(
+        "train",
+        help="train the classifier on a PCam directory (resumes a killed run)",
+        description="Train on the train split (shuffled, augmented) and validate on the valid "
+        "split. RUN_DIR gets config.json, model.keras (best by validation loss), a backup that "
+        "lets the same command resume a killed run, training_log.csv and tensorboard/.",
+    )
+    train.add_argument("--data", type=Path, required=True, help="directory of PCam files")
+    train.add_argument("--out", type=Path, required=True, help="run directory")
+    train.add_argument("--epochs", type=_count, default=10, help="epochs (default: 10)")
+    train.add_argument("--batch-size", type=_count, default=64, help="batch size (default: 64)")
+    train.add_argument(
+        "--model",
+        choices=("resnet50", "small"),
+        default="resnet50",
+        help="architecture (default: resnet50; small trains fast on a CPU)",
+    )
+    train.add_argument(
+        "--weights",
+        default=None,
+        help="backbone weights: imagenet or a local weights file (default: none)",
+    )
+    train.add_argument("--freeze-backbone", action="store_true", help="train the head only")
+    train.add_argument("--lr", type=_fraction, default=1e-3, help="learning rate (default: 1e-3)")
+    train.add_argument(
+        "--max-train-samples",
+        type=_count,
+        default=None,
+        help="patches per epoch (default: the whole train split)",
+    )
+    train.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
+    train.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multiworker"),
+        default="default",
+        help="tf.distribute strategy (default: default)",
+    )
+    train.add_argument(
+        "--patience", type=_count, default=5, help="early-stopping patience in epochs (default: 5)"
+    )
+    train.set_defaults(run=_run_train)
+
     evaluate = commands.add_parser(
         "evaluate",
         help="evaluate a saved model on a split: metrics.json and plots",
@@ -299,6 +341,33 @@ def find_splits(data_dir: Path, split: str | None) -> list[PCamSplit]:
 
 def _run_check(args: argparse.Namespace) -> int:
     print(split_summary(find_splits(args.data_dir, args.split)))
+    return EXIT_OK
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from pcam.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=str(args.data),
+        out=str(args.out),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        model=args.model,
+        weights=args.weights,
+        freeze_backbone=args.freeze_backbone,
+        lr=args.lr,
+        max_train_samples=args.max_train_samples,
+        seed=args.seed,
+        strategy=args.strategy,
+        patience=args.patience,
+    )
+    history = train(config, verbose=2 if not sys.stdout.isatty() else "auto")
+    best = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
+    print(
+        f"best validation loss {history['val_loss'][best]:.4f} (accuracy "
+        f"{history['val_accuracy'][best]:.4f}, AUC {history['val_auc'][best]:.4f}) in this "
+        f"session's epoch {best + 1}; model: {args.out / 'model.keras'}"
+    )
     return EXIT_OK
 
 

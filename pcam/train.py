@@ -1,0 +1,194 @@
+"""Training: the streaming loader, a ``tf.distribute`` strategy, and callbacks that survive a crash.
+
+A run directory holds everything: ``config.json`` (the settings), ``model.keras`` (the best model
+by validation loss, replaced atomically), ``backup/`` (Keras ``BackupAndRestore``: a killed run
+started again with the same command resumes from its last finished epoch), ``training_log.csv``
+and ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from pcam.data.split import open_split
+from pcam.errors import InvalidArgumentError
+from pcam.model import ARCHITECTURES
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (saved as ``config.json`` in the run directory)."""
+
+    data: str
+    """Directory of PCam files with train and valid splits."""
+    out: str
+    """Run directory."""
+    epochs: int = 10
+    """Epochs to train (early stopping may end the run sooner)."""
+    batch_size: int = 64
+    """Global batch size (split across replicas)."""
+    model: str = "resnet50"
+    """``resnet50`` or ``small`` (a small CNN for fast runs on a CPU)."""
+    weights: str | None = None
+    """Backbone weights: ``None``, ``imagenet`` or a local weights file."""
+    freeze_backbone: bool = False
+    """Train only the head (first phase of fine-tuning)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    max_train_samples: int | None = None
+    """Patches per epoch, when less than the whole train split."""
+    seed: int = 0
+    """Seed of the model initialisation, the shuffle and the augmentation."""
+    strategy: str = "default"
+    """``default`` (one device), ``mirrored`` (all local devices) or ``multiworker`` (TF_CONFIG)."""
+    patience: int = 5
+    """Epochs without a better validation loss before stopping early."""
+
+    def check(self) -> None:
+        """Raise :class:`InvalidArgumentError` for a setting out of range."""
+        if self.epochs < 1:
+            raise InvalidArgumentError("epochs", "an integer >= 1", self.epochs)
+        if self.batch_size < 1:
+            raise InvalidArgumentError("batch_size", "an integer >= 1", self.batch_size)
+        if self.model not in ARCHITECTURES:
+            raise InvalidArgumentError("model", f"one of {', '.join(ARCHITECTURES)}", self.model)
+        if not 0 < self.lr < 1:
+            raise InvalidArgumentError("lr", "a learning rate in (0, 1)", self.lr)
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise InvalidArgumentError(
+                "max_train_samples", "an integer >= 1", self.max_train_samples
+            )
+        if self.strategy not in STRATEGIES:
+            raise InvalidArgumentError("strategy", f"one of {', '.join(STRATEGIES)}", self.strategy)
+        if self.patience < 1:
+            raise InvalidArgumentError("patience", "an integer >= 1", self.patience)
+
+
+def make_strategy(name: str) -> Any:
+    """The ``tf.distribute`` strategy for ``name`` (see :data:`STRATEGIES`)."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def train(config: TrainConfig, *, verbose: int | str = "auto") -> dict[str, list[float]]:
+    """Train (or resume) the run described by ``config``; returns the Keras history."""
+    from pcam.data.stream import make_dataset
+    from pcam.model import build_model
+
+    config.check()
+    run = Path(config.out)
+    train_split = open_split(config.data, "train")
+    open_split(config.data, "valid")
+    run.mkdir(parents=True, exist_ok=True)
+    _write_json_atomically(run / "config.json", asdict(config))
+    strategy = make_strategy(config.strategy)
+    num_workers, worker = _worker_position(strategy)
+    per_worker_batch = max(1, config.batch_size // num_workers)
+    samples = min(config.max_train_samples or len(train_split), len(train_split))
+    steps = max(1, math.ceil(samples / num_workers / per_worker_batch))
+    train_data = make_dataset(
+        config.data,
+        "train",
+        batch_size=per_worker_batch,
+        shuffle=True,
+        seed=config.seed,
+        augment=True,
+        repeat=True,
+        num_shards=num_workers,
+        shard_index=worker,
+        drop_remainder=num_workers > 1,
+    )
+    valid_data = make_dataset(config.data, "valid", batch_size=per_worker_batch, shuffle=False)
+    with strategy.scope():
+        model = build_model(
+            config.model,  # type: ignore[arg-type]
+            weights=config.weights,
+            freeze_backbone=config.freeze_backbone,
+            seed=config.seed,
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.lr),
+            loss="binary_crossentropy",
+            metrics=["accuracy", keras.metrics.AUC(name="auc")],
+        )
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=True),
+        AtomicBestModel(run / "model.keras", chief=worker == 0),
+        keras.callbacks.CSVLogger(str(run / "training_log.csv"), append=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
+        keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False),
+    ]
+    history = model.fit(
+        train_data,
+        validation_data=valid_data,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,
+    )
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def _worker_position(strategy: Any) -> tuple[int, int]:
+    """``(number of workers, this worker's index)``; ``(1, 0)`` on one host."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return 1, 0
+    workers = len(resolver.cluster_spec().as_dict().get("worker", [])) or 1
+    return workers, int(resolver.task_id or 0)
+
+
+def _write_json_atomically(path: Path, value: Any) -> None:
+    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    temporary.write_text(json.dumps(value, indent=2) + "\n")
+    temporary.replace(path)
+
+
+class AtomicBestModel(keras.callbacks.Callback):  # type: ignore[misc]
+    """Save the model with the lowest validation loss, atomically (temporary file, then rename).
+
+    The best loss so far is kept in ``best.json`` beside the model, so a resumed run does not
+    replace a better model saved before the crash.
+    """
+
+    def __init__(self, path: Path, *, chief: bool = True) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.record = self.path.with_name("best.json")
+        self.chief = chief
+        self.best = math.inf
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        """Pick up the best loss of an earlier, interrupted run of the same directory."""
+        if self.record.is_file() and self.path.is_file():
+            self.best = float(json.loads(self.record.read_text())["val_loss"])
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        """Save when the validation loss improved."""
+        loss = (logs or {}).get("val_loss")
+        if loss is None or not loss < self.best:
+            return
+        self.best = float(loss)
+        # every worker saves (saving may run collective ops); only the chief keeps the file
+        temporary = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}.keras")
+        self.model.save(temporary)
+        if not self.chief:
+            temporary.unlink(missing_ok=True)
+            return
+        temporary.replace(self.path)
+        _write_json_atomically(self.record, {"epoch": epoch + 1, "val_loss": self.best})

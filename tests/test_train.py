@@ -1,0 +1,138 @@
+"""Training: run directory contents, learning, resume after a kill, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from pcam.cli import main
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _epochs_logged(run: Path) -> list[int]:
+    log = run / "training_log.csv"
+    if not log.exists():
+        return []
+    with log.open(newline="") as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+@pytest.mark.slow
+def test_small_model_trains_and_fills_the_run_directory(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    from pcam.model import load_model
+    from pcam.train import TrainConfig, train
+
+    run = tmp_path / "run"
+    history = train(
+        TrainConfig(data=str(synthetic_root), out=str(run), model="small", epochs=4, seed=0),
+        verbose=0,
+    )
+    assert max(history["val_accuracy"]) >= 0.9, history["val_accuracy"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == "small"
+    assert config["epochs"] == 4
+    assert _epochs_logged(run) == [0, 1, 2, 3]
+    best = json.loads((run / "best.json").read_text())
+    assert best["val_loss"] == pytest.approx(min(history["val_loss"]))
+    assert load_model(run / "model.keras").output_shape == (None, 1)
+    assert (run / "tensorboard").is_dir()
+    assert not list(run.glob(".*partial*"))
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_and_finishes_with_the_right_epochs(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "pcam",
+        "train",
+        "--data",
+        str(synthetic_root),
+        "--out",
+        str(run),
+        "--model",
+        "small",
+        "--epochs",
+        "6",
+        "--max-train-samples",
+        "512",
+        "--patience",
+        "10",
+    ]
+    first = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not _epochs_logged(run) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next epoch
+    assert first.poll() is None, "the run ended before it could be killed"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done_before = _epochs_logged(run)
+    assert 1 <= len(done_before) < 6
+    from pcam.model import load_model
+
+    load_model(run / "model.keras")  # the checkpoint on disk is whole
+    second = subprocess.run(
+        command, env=ENV, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert _epochs_logged(run) == [0, 1, 2, 3, 4, 5]  # resumed: no epoch twice, none missing
+    assert not (run / "backup").exists()  # removed once training finished
+
+
+def test_bad_input_is_one_line_and_writes_nothing(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pcam train: error:")
+    assert len(err.strip().splitlines()) == 1
+    assert not run.exists()
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--data", str(synthetic_root), "--out", str(run), "--lr", "2"])
+    assert stop.value.code == 2
+    assert "argument --lr: expected a number in (0, 1)" in capsys.readouterr().err
+    assert not run.exists()
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_over_two_logical_cpus(synthetic_root: Path, tmp_path: Path) -> None:
+    """MirroredStrategy for real, on two logical CPU devices of one process."""
+    script = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from pcam.train import TrainConfig, make_strategy, train
+assert make_strategy("mirrored").num_replicas_in_sync == 2
+history = train(TrainConfig(data={str(synthetic_root)!r}, out={str(tmp_path / "run")!r},
+                model="small", epochs=2, batch_size=64, strategy="mirrored"), verbose=0)
+print("VAL", max(history["val_accuracy"]))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    accuracy = float(result.stdout.split("VAL")[-1])
+    assert accuracy >= 0.75, accuracy
