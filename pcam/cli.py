@@ -173,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--patience", type=_count, default=5, help="early-stopping patience in epochs (default: 5)"
     )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh where a finished run is (an interrupted run always resumes)",
+    )
     train.set_defaults(run=_run_train)
 
     evaluate = commands.add_parser(
@@ -360,6 +365,7 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         strategy=args.strategy,
         patience=args.patience,
+        overwrite=args.overwrite,
     )
     history = train(config, verbose=2 if not sys.stdout.isatty() else "auto")
     best = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import keras
 
 from pcam.data.split import open_split
-from pcam.errors import InvalidArgumentError
+from pcam.errors import InvalidArgumentError, OutputExistsError
 from pcam.model import ARCHITECTURES
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -52,6 +53,8 @@ class TrainConfig:
     """``default`` (one device), ``mirrored`` (all local devices) or ``multiworker`` (TF_CONFIG)."""
     patience: int = 5
     """Epochs without a better validation loss before stopping early."""
+    overwrite: bool = False
+    """Start afresh in a run directory that holds a finished run (its files are removed)."""
 
     def check(self) -> None:
         """Raise :class:`InvalidArgumentError` for a setting out of range."""
@@ -93,7 +96,7 @@ def train(config: TrainConfig, *, verbose: int | str = "auto") -> dict[str, list
     run = Path(config.out)
     train_split = open_split(config.data, "train")
     open_split(config.data, "valid")
-    run.mkdir(parents=True, exist_ok=True)
+    _prepare_run_directory(run, overwrite=config.overwrite)
     _write_json_atomically(run / "config.json", asdict(config))
     strategy = make_strategy(config.strategy)
     num_workers, worker = _worker_position(strategy)
@@ -142,6 +145,27 @@ def train(config: TrainConfig, *, verbose: int | str = "auto") -> dict[str, list
         shuffle=False,
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+RUN_FILES = ("config.json", "model.keras", "best.json", "training_log.csv")
+RUN_FOLDERS = ("backup", "tensorboard")
+
+
+def _prepare_run_directory(run: Path, *, overwrite: bool) -> None:
+    """Create the run directory; refuse a finished run unless ``overwrite`` (then clear it).
+
+    A directory with ``backup/`` is an interrupted run: training resumes there. One with a model
+    but no backup is finished: training again would mix two runs' logs and models.
+    """
+    finished = (run / "model.keras").exists() and not (run / "backup").exists()
+    if finished and not overwrite:
+        raise OutputExistsError(run)
+    if finished:
+        for name in RUN_FILES:
+            (run / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            shutil.rmtree(run / name, ignore_errors=True)
+    run.mkdir(parents=True, exist_ok=True)
 
 
 def _worker_position(strategy: Any) -> tuple[int, int]:

@@ -136,3 +136,32 @@ print("VAL", max(history["val_accuracy"]))
     assert result.returncode == 0, result.stderr[-3000:]
     accuracy = float(result.stdout.split("VAL")[-1])
     assert accuracy >= 0.75, accuracy
+
+
+def test_a_finished_run_is_not_trained_over_without_overwrite(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pcam.train import TrainConfig, train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"a finished run's model")
+    (run / "training_log.csv").write_text("epoch,loss\n0,0.5\n")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    argv = ["train", "--data", str(synthetic_root), "--out", str(run), "--model", "small"]
+    assert main(argv) == 1
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    history = train(
+        TrainConfig(
+            data=str(synthetic_root),
+            out=str(run),
+            model="small",
+            epochs=1,
+            max_train_samples=128,
+            overwrite=True,
+        ),
+        verbose=0,
+    )
+    assert len(history["loss"]) == 1
+    assert _epochs_logged(run) == [0]  # the old log was cleared, not appended to
