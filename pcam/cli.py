@@ -174,6 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--patience", type=_count, default=5, help="early-stopping patience in epochs (default: 5)"
     )
     train.add_argument(
+        "--mixed-precision",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="float16 compute with float32 variables (default: on where a GPU is present)",
+    )
+    train.add_argument(
+        "--xla",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the train step with XLA (default: on where a GPU is present)",
+    )
+    train.add_argument(
         "--overwrite",
         action="store_true",
         help="start afresh where a finished run is (an interrupted run always resumes)",
@@ -366,6 +378,8 @@ def _run_train(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         patience=args.patience,
         overwrite=args.overwrite,
+        mixed_precision=args.mixed_precision,
+        xla=args.xla,
     )
     history = train(config, verbose=2 if not sys.stdout.isatty() else "auto")
     best = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)

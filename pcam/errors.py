@@ -100,3 +100,10 @@ class OutputExistsError(PCamError, FileExistsError):
             f"{path}: expected a new or empty place to write, found existing files; "
             "choose another directory or pass --overwrite"
         )
+
+
+class DownloadError(PCamError, OSError):
+    """A download failed (no connection, an HTTP error) or what arrived is not the expected file."""
+
+    def __init__(self, url: str, expected: str, found: str, hint: str) -> None:
+        super().__init__(f"{url}: expected {expected}, found {found}; {hint}")

@@ -17,6 +17,7 @@ import keras
 
 from pcam.errors import InvalidArgumentError, MissingFileError, UnreadableFileError
 from pcam.layout import IMAGE_SHAPE
+from pcam.weights import imagenet_weights_path
 
 Architecture = Literal["resnet50", "small"]
 ARCHITECTURES: tuple[Architecture, ...] = ("resnet50", "small")
@@ -48,15 +49,19 @@ def build_model(
     weights: str | os.PathLike[str] | None = None,
     freeze_backbone: bool = False,
     dropout: float = 0.2,
+    mixed_precision: bool = False,
     seed: int = 0,
 ) -> keras.Model:
     """Build the uncompiled classifier: ``uint8 [B, 96, 96, 3]`` to tumour probability ``[B, 1]``.
 
-    ``weights`` is ``None`` (random), ``"imagenet"`` (ResNet50 only; Keras downloads them on
-    first use) or the path of a local weights file for the backbone (the ResNet50 "notop"
-    weights, or any weights saved from a backbone of the same architecture).
+    ``weights`` is ``None`` (random), ``"imagenet"`` (ResNet50 only; downloaded on first use,
+    see :func:`pcam.weights.imagenet_weights_path`) or the path of a local weights file for the
+    backbone (the ResNet50 "notop" weights, or any weights saved from a backbone of the same
+    architecture).
     ``freeze_backbone`` makes the backbone untrainable (the first phase of fine-tuning; see
-    :func:`set_backbone_trainable` for the second).
+    :func:`set_backbone_trainable` for the second). ``mixed_precision`` builds every layer with
+    Keras' ``mixed_float16`` policy (float16 compute, float32 variables; the sigmoid head stays
+    float32), which pays on a GPU; compiling such a model adds loss scaling by itself.
     """
     if architecture not in ARCHITECTURES:
         raise InvalidArgumentError(
@@ -64,28 +69,40 @@ def build_model(
         )
     if not 0.0 <= dropout < 1.0:
         raise InvalidArgumentError("dropout", "a rate in [0, 1)", dropout)
-    weights_arg = _check_weights(architecture, weights)
+    weights_arg = resolve_weights(architecture, weights)
     keras.utils.set_random_seed(seed)
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
+    try:
+        model = _build(architecture, weights_arg, dropout, seed)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    set_backbone_trainable(model, not freeze_backbone)
+    return model
+
+
+def _build(
+    architecture: Architecture, weights: str | None, dropout: float, seed: int
+) -> keras.Model:
+    """The classifier's graph, built under the current Keras dtype policy."""
     inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name=f"{OWN_PREFIX}patch")
     if architecture == "resnet50":
         ready = CaffePreprocess(name=f"{OWN_PREFIX}caffe_preprocess")(inputs)
         backbone = keras.applications.ResNet50(
-            include_top=False, weights=weights_arg, input_tensor=ready
+            include_top=False, weights=weights, input_tensor=ready
         )
         features = backbone.output
     else:
         ready = keras.layers.Rescaling(1.0 / 255.0, name=f"{OWN_PREFIX}scale")(inputs)
         features = _small_backbone(ready)
-        if weights_arg is not None:
-            keras.Model(inputs, features).load_weights(weights_arg)
+        if weights is not None:
+            keras.Model(inputs, features).load_weights(weights)
     pooled = keras.layers.GlobalAveragePooling2D(name=f"{OWN_PREFIX}pool")(features)
     dropped = keras.layers.Dropout(dropout, seed=seed, name=f"{OWN_PREFIX}dropout")(pooled)
     probability = keras.layers.Dense(
         1, activation="sigmoid", dtype="float32", name=f"{OWN_PREFIX}tumour"
     )(dropped)
-    model = keras.Model(inputs, probability, name=f"pcam_{architecture}")
-    set_backbone_trainable(model, not freeze_backbone)
-    return model
+    return keras.Model(inputs, probability, name=f"pcam_{architecture}")
 
 
 def _small_backbone(x: Any) -> Any:
@@ -109,8 +126,12 @@ def _small_backbone(x: Any) -> Any:
     return x
 
 
-def _check_weights(architecture: str, weights: str | os.PathLike[str] | None) -> str | None:
-    """The ``weights`` argument for Keras, after checking it makes sense for the architecture."""
+def resolve_weights(architecture: str, weights: str | os.PathLike[str] | None) -> str | None:
+    """The local weights file for ``weights`` (or ``None``), checked against the architecture.
+
+    ``"imagenet"`` becomes the path of the cached ResNet50 ImageNet weights, downloaded first if
+    need be (see :func:`pcam.weights.imagenet_weights_path`).
+    """
     if weights is None:
         return None
     if str(weights) == "imagenet":
@@ -118,7 +139,7 @@ def _check_weights(architecture: str, weights: str | os.PathLike[str] | None) ->
             raise InvalidArgumentError(
                 "weights", "None or a local weights file for the small model", "imagenet"
             )
-        return "imagenet"
+        return str(imagenet_weights_path())
     path = Path(weights)
     if not path.is_file():
         raise MissingFileError(

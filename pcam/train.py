@@ -3,7 +3,9 @@
 A run directory holds everything: ``config.json`` (the settings), ``model.keras`` (the best model
 by validation loss, replaced atomically), ``backup/`` (Keras ``BackupAndRestore``: a killed run
 started again with the same command resumes from its last finished epoch), ``training_log.csv``
-and ``tensorboard/``.
+and ``tensorboard/``. In a multi-worker run the chief writes these; worker ``i`` keeps its own
+config, backup and logs in ``worker-i/`` (never the model), so workers sharing a disk never
+write the same file.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import keras
 
 from pcam.data.split import open_split
 from pcam.errors import InvalidArgumentError, OutputExistsError
-from pcam.model import ARCHITECTURES
+from pcam.model import ARCHITECTURES, build_model, resolve_weights
+from pcam.multiworker import prepare_multiworker_fit
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -55,6 +58,10 @@ class TrainConfig:
     """Epochs without a better validation loss before stopping early."""
     overwrite: bool = False
     """Start afresh in a run directory that holds a finished run (its files are removed)."""
+    mixed_precision: bool | None = None
+    """Compute in float16 (variables stay float32); ``None``: on where a GPU is present."""
+    xla: bool | None = None
+    """Compile the train step with XLA; ``None``: on where a GPU is present."""
 
     def check(self) -> None:
         """Raise :class:`InvalidArgumentError` for a setting out of range."""
@@ -77,7 +84,11 @@ class TrainConfig:
 
 
 def make_strategy(name: str) -> Any:
-    """The ``tf.distribute`` strategy for ``name`` (see :data:`STRATEGIES`)."""
+    """The ``tf.distribute`` strategy for ``name`` (see :data:`STRATEGIES`).
+
+    ``multiworker`` reads the cluster from the ``TF_CONFIG`` environment variable and must be
+    created before TensorFlow runs anything else in the process.
+    """
     import tensorflow as tf
 
     if name == "mirrored":
@@ -87,53 +98,66 @@ def make_strategy(name: str) -> Any:
     return tf.distribute.get_strategy()
 
 
-def train(config: TrainConfig, *, verbose: int | str = "auto") -> dict[str, list[float]]:
-    """Train (or resume) the run described by ``config``; returns the Keras history."""
-    from pcam.data.stream import make_dataset
-    from pcam.model import build_model
+def gpu_present() -> bool:
+    """Whether TensorFlow sees a GPU (mixed precision and XLA are switched on by default there)."""
+    import tensorflow as tf
 
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def train(config: TrainConfig, *, verbose: int | str = "auto") -> dict[str, list[float]]:
+    """Train (or resume) the run described by ``config``; returns the Keras history.
+
+    Every strategy gets its data the same way, through ``distribute_datasets_from_function``:
+    each worker streams its own shard of the train split (disjoint, see
+    :func:`pcam.data.order.epoch_order`) in per-replica batches, so the global batch is
+    ``config.batch_size`` whatever the number of devices. Each worker validates on the whole
+    valid split (metrics are means, so they are the same as on one device).
+    """
     config.check()
     run = Path(config.out)
     train_split = open_split(config.data, "train")
     open_split(config.data, "valid")
-    _prepare_run_directory(run, overwrite=config.overwrite)
-    _write_json_atomically(run / "config.json", asdict(config))
-    strategy = make_strategy(config.strategy)
-    num_workers, worker = _worker_position(strategy)
-    per_worker_batch = max(1, config.batch_size // num_workers)
+    weights = resolve_weights(config.model, config.weights)  # a failed download writes nothing
+    strategy = make_strategy(config.strategy)  # first: multi-worker collectives need it so
+    replicas = int(strategy.num_replicas_in_sync)
+    if config.batch_size % replicas:
+        raise InvalidArgumentError(
+            "batch_size", f"a multiple of the {replicas} replicas in sync", config.batch_size
+        )
+    worker = _worker_index(strategy)
+    # workers other than the chief keep their backup and logs apart (a shared disk stays sane)
+    logs = run if worker == 0 else run / f"worker-{worker}"
+    _prepare_run_directory(run, logs, overwrite=config.overwrite)
+    _write_json_atomically(logs / "config.json", asdict(config))
     samples = min(config.max_train_samples or len(train_split), len(train_split))
-    steps = max(1, math.ceil(samples / num_workers / per_worker_batch))
-    train_data = make_dataset(
-        config.data,
-        "train",
-        batch_size=per_worker_batch,
-        shuffle=True,
-        seed=config.seed,
-        augment=True,
-        repeat=True,
-        num_shards=num_workers,
-        shard_index=worker,
-        drop_remainder=num_workers > 1,
-    )
-    valid_data = make_dataset(config.data, "valid", batch_size=per_worker_batch, shuffle=False)
+    steps = max(1, math.ceil(samples / config.batch_size))
+    train_data, valid_data = _distributed_datasets(strategy, config)
+    gpu = gpu_present()
+    mixed = gpu if config.mixed_precision is None else config.mixed_precision
+    jit = gpu if config.xla is None else config.xla
     with strategy.scope():
         model = build_model(
             config.model,  # type: ignore[arg-type]
-            weights=config.weights,
+            weights=weights,
             freeze_backbone=config.freeze_backbone,
+            mixed_precision=mixed,
             seed=config.seed,
         )
         model.compile(
             optimizer=keras.optimizers.Adam(config.lr),
             loss="binary_crossentropy",
             metrics=["accuracy", keras.metrics.AUC(name="auc")],
+            jit_compile=jit,
         )
+    if config.strategy == "multiworker":
+        prepare_multiworker_fit(model, strategy)
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=True),
+        keras.callbacks.BackupAndRestore(str(logs / "backup"), delete_checkpoint=True),
         AtomicBestModel(run / "model.keras", chief=worker == 0),
-        keras.callbacks.CSVLogger(str(run / "training_log.csv"), append=True),
+        keras.callbacks.CSVLogger(str(logs / "training_log.csv"), append=True),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
-        keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False),
+        keras.callbacks.TensorBoard(str(logs / "tensorboard"), write_graph=False),
     ]
     history = model.fit(
         train_data,
@@ -147,34 +171,68 @@ def train(config: TrainConfig, *, verbose: int | str = "auto") -> dict[str, list
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
+def _distributed_datasets(strategy: Any, config: TrainConfig) -> tuple[Any, Any]:
+    """The train and valid datasets, distributed over the strategy's workers and replicas."""
+    from pcam.data.stream import make_dataset
+
+    several = strategy.num_replicas_in_sync > 1
+
+    def train_pipeline(context: Any) -> Any:
+        return make_dataset(
+            config.data,
+            "train",
+            batch_size=context.get_per_replica_batch_size(config.batch_size),
+            shuffle=True,
+            seed=config.seed,
+            augment=True,
+            repeat=True,
+            num_shards=context.num_input_pipelines,
+            shard_index=context.input_pipeline_id,
+            drop_remainder=several,
+        )
+
+    def valid_pipeline(context: Any) -> Any:
+        return make_dataset(
+            config.data,
+            "valid",
+            batch_size=context.get_per_replica_batch_size(config.batch_size),
+            shuffle=False,
+        )
+
+    return (
+        strategy.distribute_datasets_from_function(train_pipeline),
+        strategy.distribute_datasets_from_function(valid_pipeline),
+    )
+
+
 RUN_FILES = ("config.json", "model.keras", "best.json", "training_log.csv")
 RUN_FOLDERS = ("backup", "tensorboard")
 
 
-def _prepare_run_directory(run: Path, *, overwrite: bool) -> None:
+def _prepare_run_directory(run: Path, logs: Path, *, overwrite: bool) -> None:
     """Create the run directory; refuse a finished run unless ``overwrite`` (then clear it).
 
-    A directory with ``backup/`` is an interrupted run: training resumes there. One with a model
-    but no backup is finished: training again would mix two runs' logs and models.
+    A directory whose ``logs`` folder (the run directory itself on the chief) holds ``backup/``
+    is an interrupted run: training resumes there. One with a model but no backup is finished:
+    training again would mix two runs' logs and models.
     """
-    finished = (run / "model.keras").exists() and not (run / "backup").exists()
+    finished = (run / "model.keras").exists() and not (logs / "backup").exists()
     if finished and not overwrite:
         raise OutputExistsError(run)
     if finished:
         for name in RUN_FILES:
             (run / name).unlink(missing_ok=True)
-        for name in RUN_FOLDERS:
-            shutil.rmtree(run / name, ignore_errors=True)
-    run.mkdir(parents=True, exist_ok=True)
+        for folder in [*(run / name for name in RUN_FOLDERS), *run.glob("worker-*")]:
+            shutil.rmtree(folder, ignore_errors=True)
+    logs.mkdir(parents=True, exist_ok=True)
 
 
-def _worker_position(strategy: Any) -> tuple[int, int]:
-    """``(number of workers, this worker's index)``; ``(1, 0)`` on one host."""
+def _worker_index(strategy: Any) -> int:
+    """The index of the worker running this process: 0 (the chief) on one host."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
-        return 1, 0
-    workers = len(resolver.cluster_spec().as_dict().get("worker", [])) or 1
-    return workers, int(resolver.task_id or 0)
+        return 0
+    return int(resolver.task_id or 0)
 
 
 def _write_json_atomically(path: Path, value: Any) -> None:

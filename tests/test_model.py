@@ -137,3 +137,22 @@ def test_load_model_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(UnreadableFileError, match="a file Keras cannot load") as caught:
         load_model(corrupt)
     assert "\n" not in str(caught.value)
+
+
+def test_mixed_precision_build_computes_in_float16_and_agrees_with_float32() -> None:
+    mixed = build_model("small", mixed_precision=True, seed=4)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the build
+    assert mixed.get_layer("block2_conv").compute_dtype == "float16"
+    assert mixed.get_layer("block2_conv").variable_dtype == "float32"
+    assert mixed.get_layer("pcam_tumour").compute_dtype == "float32"
+    full = build_model("small", seed=4)
+    full.set_weights(mixed.get_weights())
+    patches = _patches(8, seed=5)
+    got = mixed.predict(patches, verbose=0)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, full.predict(patches, verbose=0), atol=2e-2)
+    mixed.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    assert isinstance(mixed.optimizer, keras.optimizers.LossScaleOptimizer)
+    labels = np.arange(8) % 2
+    loss = mixed.train_on_batch(patches, labels)
+    assert np.isfinite(loss)

@@ -112,32 +112,6 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert not run.exists()
 
 
-@pytest.mark.slow
-def test_mirrored_strategy_over_two_logical_cpus(synthetic_root: Path, tmp_path: Path) -> None:
-    """MirroredStrategy for real, on two logical CPU devices of one process."""
-    script = f"""
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from pcam.train import TrainConfig, make_strategy, train
-assert make_strategy("mirrored").num_replicas_in_sync == 2
-history = train(TrainConfig(data={str(synthetic_root)!r}, out={str(tmp_path / "run")!r},
-                model="small", epochs=2, batch_size=64, strategy="mirrored"), verbose=0)
-print("VAL", max(history["val_accuracy"]))
-"""
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    accuracy = float(result.stdout.split("VAL")[-1])
-    assert accuracy >= 0.75, accuracy
-
-
 def test_a_finished_run_is_not_trained_over_without_overwrite(
     synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -165,3 +139,55 @@ def test_a_finished_run_is_not_trained_over_without_overwrite(
     )
     assert len(history["loss"]) == 1
     assert _epochs_logged(run) == [0]  # the old log was cleared, not appended to
+
+
+def test_precision_and_xla_follow_the_flags_and_default_off_without_a_gpu(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mixed precision and XLA are recorded in config.json and reach the compiled model."""
+    import keras
+
+    import pcam.train
+
+    seen: dict[str, object] = {}
+    fit = keras.Model.fit
+
+    def spy_fit(model: keras.Model, *args: object, **kwargs: object) -> object:
+        seen["jit_compile"] = model.jit_compile
+        seen["policy"] = model.get_layer("block1_conv").dtype_policy.name
+        return fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", spy_fit)
+    assert not pcam.train.gpu_present()
+    common = ["--data", str(synthetic_root), "--model", "small", "--epochs", "1"]
+    common += ["--max-train-samples", "64", "--batch-size", "32"]
+    assert main(["train", *common, "--out", str(tmp_path / "default")]) == 0
+    assert seen == {"jit_compile": False, "policy": "float32"}
+    config = json.loads((tmp_path / "default" / "config.json").read_text())
+    assert config["mixed_precision"] is None and config["xla"] is None
+    flags = ["--mixed-precision", "--xla"]
+    assert main(["train", *common, *flags, "--out", str(tmp_path / "forced")]) == 0
+    assert seen == {"jit_compile": True, "policy": "mixed_float16"}
+    config = json.loads((tmp_path / "forced" / "config.json").read_text())
+    assert config["mixed_precision"] is True and config["xla"] is True
+
+
+def test_batch_size_must_split_evenly_over_replicas(synthetic_root: Path, tmp_path: Path) -> None:
+    script = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import sys
+from pcam.cli import main
+sys.exit(main(["train", "--data", {str(synthetic_root)!r}, "--out", {str(tmp_path / "run")!r},
+               "--model", "small", "--strategy", "mirrored", "--batch-size", "33"]))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("pcam train")]
+    assert lines == [
+        "pcam train: error: batch_size: expected a multiple of the 2 replicas in sync, found 33"
+    ], result.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
