@@ -26,6 +26,7 @@ from pcam.model import ARCHITECTURES, build_model, resolve_weights
 from pcam.multiworker import prepare_multiworker_fit
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+LR_SCHEDULES = ("cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,9 @@ class TrainConfig:
     freeze_backbone: bool = False
     """Train only the head (first phase of fine-tuning)."""
     lr: float = 1e-3
-    """Adam learning rate."""
+    """Adam learning rate (the peak, with the cosine schedule)."""
+    lr_schedule: str = "cosine"
+    """``cosine`` (decay from ``lr`` to 1% of it over all epochs) or ``constant``."""
     max_train_samples: int | None = None
     """Patches per epoch, when less than the whole train split."""
     seed: int = 0
@@ -73,6 +76,10 @@ class TrainConfig:
             raise InvalidArgumentError("model", f"one of {', '.join(ARCHITECTURES)}", self.model)
         if not 0 < self.lr < 1:
             raise InvalidArgumentError("lr", "a learning rate in (0, 1)", self.lr)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InvalidArgumentError(
+                "lr_schedule", f"one of {', '.join(LR_SCHEDULES)}", self.lr_schedule
+            )
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise InvalidArgumentError(
                 "max_train_samples", "an integer >= 1", self.max_train_samples
@@ -145,7 +152,7 @@ def train(config: TrainConfig, *, verbose: int | str = "auto") -> dict[str, list
             seed=config.seed,
         )
         model.compile(
-            optimizer=keras.optimizers.Adam(config.lr),
+            optimizer=keras.optimizers.Adam(learning_rate(config, steps)),
             loss="binary_crossentropy",
             metrics=["accuracy", keras.metrics.AUC(name="auc")],
             jit_compile=jit,
@@ -169,6 +176,19 @@ def train(config: TrainConfig, *, verbose: int | str = "auto") -> dict[str, list
         shuffle=False,
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int) -> Any:
+    """The optimizer's learning rate: ``config.lr``, decayed by a cosine over the whole run.
+
+    The schedule counts optimizer steps, which ``BackupAndRestore`` restores, so a resumed run
+    goes on from where its learning rate was.
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    return keras.optimizers.schedules.CosineDecay(
+        config.lr, decay_steps=config.epochs * steps_per_epoch, alpha=0.01
+    )
 
 
 def _distributed_datasets(strategy: Any, config: TrainConfig) -> tuple[Any, Any]:

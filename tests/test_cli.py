@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -437,19 +438,26 @@ def test_command_does_not_import_tensorflow(
 
 
 @pytest.mark.slow
-def test_demo_streams_every_patch_once(tmp_path: Path) -> None:
-    result = _python(
-        ["-m", "pcam", "demo", "--out", tmp_path / "demo", "--n", "512", "--batch-size", "128"],
-        tmp_path,
-        timeout=600,
-    )
+def test_demo_runs_the_main_job_end_to_end(tmp_path: Path) -> None:
+    """Data, stream check, training and a report on the test split: the README's command."""
+    out = tmp_path / "demo"
+    argv = ["-m", "pcam", "demo", "--out", out]  # the defaults users run
+    result = _python(argv, tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "all 512 patches arrived once, in a new order, each with its own label" in (
-        result.stdout
-    )
-    assert "epoch 2: 512 patches" in result.stdout
+    assert "all 2,048 patches arrived once, in a new order, with their labels" in result.stdout
     assert "Traceback" not in result.stderr
-    assert len(open_split(tmp_path / "demo" / "data", "train")) == 512
+    assert len(open_split(out / "data", "train")) == 2048
+    report = json.loads((out / "report" / "metrics.json").read_text())
+    assert report["split"] == "test"
+    assert report["n"] == len(open_split(out / "data", "test"))
+    assert report["accuracy"] >= 0.85, report["accuracy"]  # chance is 0.5
+    assert report["roc_auc"] >= 0.9, report["roc_auc"]
+    for plot in ("roc.png", "confusion_matrix.png", "per_class.png", "training_curves.png"):
+        assert (out / "report" / plot).stat().st_size > 10_000, plot
+    assert (out / "run" / "model.keras").is_file()
+    # a second run replaces the demo's own directories instead of refusing them
+    again = _python([*argv, "--n", "256", "--epochs", "1"], tmp_path, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
 
 
 @pytest.mark.parametrize(

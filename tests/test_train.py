@@ -164,12 +164,14 @@ def test_precision_and_xla_follow_the_flags_and_default_off_without_a_gpu(
     assert main(["train", *common, "--out", str(tmp_path / "default")]) == 0
     assert seen == {"jit_compile": False, "policy": "float32"}
     config = json.loads((tmp_path / "default" / "config.json").read_text())
-    assert config["mixed_precision"] is None and config["xla"] is None
+    assert config["mixed_precision"] is None
+    assert config["xla"] is None
     flags = ["--mixed-precision", "--xla"]
     assert main(["train", *common, *flags, "--out", str(tmp_path / "forced")]) == 0
     assert seen == {"jit_compile": True, "policy": "mixed_float16"}
     config = json.loads((tmp_path / "forced" / "config.json").read_text())
-    assert config["mixed_precision"] is True and config["xla"] is True
+    assert config["mixed_precision"] is True
+    assert config["xla"] is True
 
 
 def test_batch_size_must_split_evenly_over_replicas(synthetic_root: Path, tmp_path: Path) -> None:
