@@ -441,7 +441,7 @@ def test_command_does_not_import_tensorflow(
 def test_demo_runs_the_main_job_end_to_end(tmp_path: Path) -> None:
     """Data, stream check, training and a report on the test split: the README's command."""
     out = tmp_path / "demo"
-    argv = ["-m", "pcam", "demo", "--out", out]  # the defaults users run
+    argv: list[str | Path] = ["-m", "pcam", "demo", "--out", out]  # the defaults users run
     result = _python(argv, tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "all 2,048 patches arrived once, in a new order, with their labels" in result.stdout
