@@ -127,7 +127,7 @@ def test_an_all_zero_map_is_zero_not_nan() -> None:
     model = _pointwise_model()
     black = np.zeros((2, 96, 96, 3), dtype=np.uint8)  # no bias anywhere: all features are 0
     for method in METHODS:
-        maps = GradCAM(model, "features", method=method).heatmaps(black)  # type: ignore[arg-type]
+        maps = GradCAM(model, "features", method=method).heatmaps(black)
         assert np.all(np.isfinite(maps))
         assert np.all(maps == 0)
 
