@@ -455,6 +455,12 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path: Path) -> None:
     for plot in ("roc.png", "confusion_matrix.png", "per_class.png", "training_curves.png"):
         assert (out / "report" / plot).stat().st_size > 10_000, plot
     assert (out / "run" / "model.keras").is_file()
+    assert (out / "explain" / "grid.png").stat().st_size > 10_000
+    explained = json.loads((out / "explain" / "explain.json").read_text())
+    assert explained["inputs"]["split"] == "train"
+    assert len(explained["patches"]) == 16
+    assert "pointing game" in result.stdout
+    assert "6/6 explaining" in result.stdout
     # a second run replaces the demo's own directories instead of refusing them
     again = _python([*argv, "--n", "256", "--epochs", "1"], tmp_path, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -1,0 +1,426 @@
+"""Explain a saved model's predictions with class activation maps: grid, overlays, metrics.
+
+:func:`explain` takes patches from a PCam split (``n`` of them, sampled by seed, half tumour
+where the split allows) or from image files (PNG, JPEG or TIFF, 96x96 RGB), computes their
+maps (Grad-CAM and friends, see :mod:`pcam.gradcam`) upsampled to the patch, and writes:
+
+- ``grid.png``: patch, heatmap and overlay of every patch, titled with the predicted tumour
+  probability and the true label when known;
+- ``overlays/<name>.png``: each overlay at the patch's own 96x96 size;
+- ``explain.json``: per patch the probability and label, the layer and method, and the metrics
+  of :func:`pcam.cam_quality.cam_report` with their random baseline.
+
+The maps explain the tumour class by default (``class_index=1``): the question a pathologist
+asks of a heatmap is where the tumour evidence lies, and the tumour masks are the ground truth
+only for that class. Metrics are computed on the patches whose true label is the explained
+class (all patches when labels are unknown); the pointing game and the energy need the split's
+tumour mask (the train split, when its mask file is present).
+
+Every input is checked before the model is loaded, and the output directory is built under a
+temporary name next to its destination and renamed when complete, so a failure leaves nothing
+behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pcam import layout
+from pcam.data.split import open_split
+from pcam.errors import (
+    InvalidArgumentError,
+    LayoutError,
+    MissingFileError,
+    OutputExistsError,
+    OutputPathError,
+    PCamError,
+    UnreadableFileError,
+)
+from pcam.metrics import CLASS_NAMES
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+"""File name endings of the patch images read from folders (any case)."""
+
+CAM_BATCH = 64
+"""Patches per Grad-CAM call."""
+
+_PATCH_SIDE = layout.PATCH_SIZE
+
+
+@dataclass(frozen=True)
+class Patches:
+    """Patches to explain, with what is known about them."""
+
+    images: npt.NDArray[np.uint8]
+    """``[n, 96, 96, 3]`` RGB."""
+    names: list[str]
+    """One unique name per patch (used for the overlay files)."""
+    labels: npt.NDArray[np.int64] | None
+    """``[n]`` true labels, when known."""
+    masks: npt.NDArray[np.bool_] | None
+    """``[n, 96, 96]`` tumour masks, when the split has them."""
+    source: dict[str, Any]
+    """Where the patches came from (data directory, split and indices, or file paths)."""
+
+
+def sample_indices(labels: npt.ArrayLike, n: int, seed: int) -> npt.NDArray[np.int64]:
+    """``min(n, len(labels))`` sorted indices, half of them tumour where possible, by ``seed``.
+
+    The tumour half rounds up; when one class is short, the other fills the sample.
+    """
+    values = np.asarray(labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    positives = rng.permutation(np.flatnonzero(values == 1))
+    negatives = rng.permutation(np.flatnonzero(values != 1))
+    count = min(n, values.size)
+    tumour = min(positives.size, max(count - negatives.size, (count + 1) // 2))
+    chosen = np.concatenate([positives[:tumour], negatives[: count - tumour]])
+    return np.sort(chosen).astype(np.int64)
+
+
+def split_patches(
+    data_dir: str | os.PathLike[str], split: str, n: int, *, seed: int = 0
+) -> Patches:
+    """``n`` patches of a PCam split (see :func:`sample_indices`), with masks when present."""
+    handle = open_split(data_dir, split)
+    indices = sample_indices(handle.labels, n, seed)
+    masks = handle.read_mask(indices)[..., 0] if handle.has_mask else None
+    return Patches(
+        images=handle.read_images(indices),
+        names=[f"{split}_{int(index):06d}" for index in indices],
+        labels=handle.labels[indices].astype(np.int64),
+        masks=masks,
+        source={"data": str(data_dir), "split": split, "indices": indices.tolist()},
+    )
+
+
+def image_patches(paths: Sequence[str | os.PathLike[str]], n: int | None = None) -> Patches:
+    """Patches read from image files and folders of them (the first ``n``, in the given order).
+
+    A folder contributes its PNG, JPEG and TIFF files (by name, not recursively); a file named
+    directly is read whatever its ending.
+    """
+    files = _image_files(paths)
+    if not files:
+        raise InvalidArgumentError("inputs", "at least one image file or folder", "none")
+    files = files[:n] if n is not None else files
+    return Patches(
+        images=np.stack([read_patch_file(path) for path in files]),
+        names=_unique_names(files),
+        labels=None,
+        masks=None,
+        source={"files": [str(path) for path in files]},
+    )
+
+
+def read_patch_file(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
+    """One 96x96 8-bit RGB patch from an image file (RGBA and palette images are converted)."""
+    from PIL import Image
+
+    file = Path(path)
+    expected = "a 96x96 RGB patch (PNG, JPEG or TIFF)"
+    try:
+        with Image.open(file) as image:
+            image.load()
+            frames = int(getattr(image, "n_frames", 1))
+            if frames != 1:
+                raise LayoutError(file, expected, f"{frames} frames", "save one patch per file")
+            if image.size != (_PATCH_SIDE, _PATCH_SIDE):
+                width, height = image.size
+                raise LayoutError(
+                    file,
+                    expected,
+                    f"a {width}x{height} image",
+                    f"PCam models take {_PATCH_SIDE}x{_PATCH_SIDE} patches: crop or resize it",
+                )
+            if image.mode not in ("RGB", "RGBA", "P"):
+                raise LayoutError(
+                    file, expected, f"image mode {image.mode}", "save it as 8-bit RGB"
+                )
+            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except PCamError:
+        raise
+    except Exception as error:  # Pillow raises many kinds for a damaged or foreign file
+        raise UnreadableFileError(
+            file,
+            expected,
+            f"a file Pillow cannot read as an image ({_first_line(error)})",
+            "replace the file or leave it out",
+        ) from None
+    return pixels
+
+
+def explain(
+    model_path: str | os.PathLike[str],
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    n: int = 16,
+    layer: str | Sequence[str] | None = None,
+    method: str = "gradcam",
+    class_index: int = 1,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Explain ``n`` patches and write ``grid.png``, ``overlays/`` and ``explain.json``.
+
+    With ``split``, ``inputs`` is a PCam data directory and ``n`` patches of the split are
+    sampled with ``seed``; without, ``inputs`` are image files or folders (the first ``n``).
+    ``layer`` and ``method`` are those of :class:`pcam.gradcam.GradCAM` (``None``: its default
+    layer). ``progress`` is called with the number of patches mapped. Returns the JSON report.
+    """
+    destination = Path(out_dir)
+    _refuse_existing(destination, overwrite)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidArgumentError("n", "a number of patches >= 1", n)
+    if class_index not in (0, 1):
+        raise InvalidArgumentError("class_index", "0 (normal) or 1 (tumour)", class_index)
+    from pcam.gradcam import METHODS, GradCAM, spatial_layers
+
+    if method not in METHODS:
+        raise InvalidArgumentError("method", f"one of {', '.join(METHODS)}", method)
+    paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if split is not None:
+        if len(paths) != 1:
+            raise InvalidArgumentError(
+                "inputs", f"one PCam data directory to take {split!r} patches from", paths
+            )
+        patches = split_patches(paths[0], split, n, seed=seed)
+    else:
+        patches = image_patches(paths, n)
+
+    from pcam.model import load_model
+
+    model = load_model(model_path)
+    cam = GradCAM(model, layer, method=method)
+    maps, probabilities = _maps(cam, patches.images, class_index, progress)
+    sizes = dict(spatial_layers(model))
+    grid = max((sizes[name] for name in cam.layer_names), key=lambda size: size[0] * size[1])
+
+    def predict(images: npt.NDArray[np.uint8]) -> Any:
+        return model.predict_on_batch(images)
+
+    report: dict[str, Any] = {
+        "model": str(model_path),
+        "inputs": patches.source,
+        "layer": list(cam.layer_names),
+        "layer_size": list(grid),
+        "method": method,
+        "class_index": class_index,
+        "class_name": CLASS_NAMES[class_index],
+        "seed": seed,
+        "patches": [
+            {
+                "name": name,
+                "probability": float(probability),
+                "predicted": int(probability >= 0.5),
+                "label": None if patches.labels is None else int(patches.labels[position]),
+            }
+            for position, (name, probability) in enumerate(
+                zip(patches.names, probabilities.tolist(), strict=True)
+            )
+        ],
+        "metrics": _metrics(predict, patches, maps, class_index, grid, seed),
+    }
+    _write(destination, patches, maps, probabilities, report)
+    return report
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """What was explained, and a table of the metrics of the maps against random maps."""
+    inputs = report["inputs"]
+    where = f"{inputs['split']} split" if "split" in inputs else "image files"
+    height, width = report["layer_size"]
+    lines = [
+        f"{_count(len(report['patches']), 'patch')} of the {where} explained by "
+        f"{report['method']} at {', '.join(report['layer'])} ({height}x{width})"
+    ]
+    metrics = report["metrics"]
+    if metrics is None:
+        lines.append(f"no {report['class_name']} patches to measure the maps on")
+        return "\n".join(lines)
+    cam, noise = metrics["cam"], metrics["random"]
+    labelled = all(patch["label"] is not None for patch in report["patches"])
+    measured = _count(metrics["patches"], f"{report['class_name']} patch" if labelled else "patch")
+    rows: list[tuple[str, Any, Any, str]] = [(f"metric ({measured})", "  maps", "random", "")]
+    if cam.get("pointing_game") is not None:
+        pointing_note = "share of maxima inside the tumour mask"
+        if metrics["without_mask"]:
+            pointing_note += f" ({metrics['with_mask']} with a mask)"
+        rows.append(("pointing game", cam["pointing_game"], noise["pointing_game"], pointing_note))
+        area = f"mask area {metrics['mask_area']:.2f}"
+        rows.append(("energy inside the mask", cam["energy_inside"], noise["energy_inside"], area))
+    rows.append(("deletion AUC", cam["deletion_auc"], noise["deletion_auc"], "lower is better"))
+    rows.append(("insertion AUC", cam["insertion_auc"], noise["insertion_auc"], "higher is better"))
+    width = max(len(row[0]) for row in rows)
+    for name, ours, theirs, note in rows:
+        values = [v if isinstance(v, str) else f"{v:6.2f}" for v in (ours, theirs)]
+        lines.append(f"{name:<{width}}  {values[0]}  {values[1]}  {note}".rstrip())
+    return "\n".join(lines)
+
+
+# -- steps -----------------------------------------------------------------------------------------
+
+
+def _maps(
+    cam: Any,
+    images: npt.NDArray[np.uint8],
+    class_index: int,
+    progress: Callable[[int], None] | None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Maps at the patch size ``[n, 96, 96]`` and tumour probabilities ``[n]``, batch by batch."""
+    maps, probabilities = [], []
+    for start in range(0, images.shape[0], CAM_BATCH):
+        batch_maps, batch_probabilities = cam.explain(
+            images[start : start + CAM_BATCH], class_index, size=images.shape[1:3]
+        )
+        maps.append(batch_maps)
+        probabilities.append(batch_probabilities)
+        if progress is not None:
+            progress(min(start + CAM_BATCH, images.shape[0]))
+    return np.concatenate(maps), np.concatenate(probabilities)
+
+
+def _metrics(
+    predict: Callable[[npt.NDArray[np.uint8]], Any],
+    patches: Patches,
+    maps: npt.NDArray[np.float32],
+    class_index: int,
+    grid: tuple[int, int],
+    seed: int,
+) -> dict[str, Any] | None:
+    """:func:`pcam.cam_quality.cam_report` on the patches of the explained class, or ``None``."""
+    from pcam.cam_quality import cam_report
+
+    if patches.labels is None:
+        chosen = np.arange(len(patches.names))
+    else:
+        chosen = np.flatnonzero(patches.labels == class_index)
+    if chosen.size == 0:
+        return None
+    # the masks mark tumour: ground truth for the tumour class only
+    masks = patches.masks[chosen] if patches.masks is not None and class_index == 1 else None
+    metrics = cam_report(
+        predict,
+        patches.images[chosen],
+        maps[chosen],
+        masks,
+        class_index=class_index,
+        random_grid=grid,
+        seed=seed,
+    )
+    metrics["names"] = [patches.names[i] for i in chosen.tolist()]
+    return metrics
+
+
+def _write(
+    destination: Path,
+    patches: Patches,
+    maps: npt.NDArray[np.float32],
+    probabilities: npt.NDArray[np.float32],
+    report: dict[str, Any],
+) -> None:
+    """Build the output directory under a temporary name and rename it into place."""
+    from pcam import explain_plots
+
+    title = f"{report['method']} at {', '.join(report['layer'])}, {report['class_name']} class"
+    if patches.masks is not None:
+        title += " (white outline: true tumour)"
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputPathError(destination.parent, "a file in the way") from None
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the results are for reading
+    try:
+        explain_plots.save_grid(
+            staging / "grid.png",
+            patches.images,
+            maps,
+            probabilities,
+            patches.labels,
+            names=patches.names,
+            masks=patches.masks,
+            title=title,
+        )
+        overlays = staging / "overlays"
+        overlays.mkdir()
+        for name, image, heatmap in zip(patches.names, patches.images, maps, strict=True):
+            explain_plots.save_overlay(overlays / f"{name}.png", image, heatmap)
+        (staging / "explain.json").write_text(json.dumps(report, indent=2) + "\n")
+        if destination.exists():
+            shutil.rmtree(destination)
+        staging.replace(destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _refuse_existing(destination: Path, overwrite: bool) -> None:
+    """Raise unless ``destination`` is new or an empty directory, or ``overwrite`` is set."""
+    if destination.exists() and not destination.is_dir():
+        raise OutputPathError(destination, "a file")
+    if destination.is_dir() and any(destination.iterdir()) and not overwrite:
+        raise OutputExistsError(destination)
+
+
+def _image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The image files named or held (by name order) in the folders named, in the given order."""
+    files: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            found = sorted(
+                p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+            if not found:
+                raise MissingFileError(
+                    entry,
+                    "96x96 patches as PNG, JPEG or TIFF files",
+                    "put patches in it or name the image files",
+                    found=f"no {', '.join(IMAGE_SUFFIXES)} files in this folder",
+                )
+            files.extend(found)
+        elif entry.exists():
+            files.append(entry)
+        else:
+            raise MissingFileError(
+                entry, "a 96x96 patch (PNG, JPEG or TIFF) or a folder of them", "check the path"
+            )
+    return files
+
+
+def _unique_names(files: Sequence[Path]) -> list[str]:
+    """File stems made unique with ``-2``, ``-3`` ... (``a.png`` and ``a.tif``, say)."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for file in files:
+        name, copy = file.stem, 1
+        while name in taken:
+            copy += 1
+            name = f"{file.stem}-{copy}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 patch``, ``2 patches``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}es"
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
