@@ -2,7 +2,7 @@
 
 The model takes raw ``uint8 [B, 96, 96, 3]`` patches everywhere (training, evaluation, Grad-CAM,
 the app): preprocessing is its first layer, the right one for the backbone (caffe-style for
-ResNet50, as its ImageNet weights expect; ``/255`` for the small CNN). The graph is flat, one
+ResNet50, as its ImageNet weights expect; ``[-1, 1]`` for the small CNN). The graph is flat, one
 functional model with no nested sub-model, so every backbone layer can be looked up by name.
 Layers this package adds are named ``pcam_*``; every other layer belongs to the backbone.
 """
@@ -93,7 +93,7 @@ def _build(
         )
         features = backbone.output
     else:
-        ready = keras.layers.Rescaling(1.0 / 255.0, name=f"{OWN_PREFIX}scale")(inputs)
+        ready = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=f"{OWN_PREFIX}scale")(inputs)
         features = _small_backbone(ready)
         if weights is not None:
             keras.Model(inputs, features).load_weights(weights)
@@ -108,13 +108,16 @@ def _build(
 def _small_backbone(x: Any) -> Any:
     """Four conv blocks (16 to 128 filters): 96 px to a 3x3 map, like ResNet50's last block.
 
-    The first convolution has stride 2 and every block ends in a 2x2 max-pool. Batch-norm
-    momentum is 0.9 (not Keras' 0.99) so its statistics settle within a short CPU run.
+    The first convolution has stride 2 and a 4x4 kernel, so its "same" padding is one pixel on
+    every side (a 3x3 kernel would pad the bottom and right only, and Grad-CAM maps would lean
+    there); inputs are scaled to ``[-1, 1]``, so that padding is mid-grey, not black. Every
+    block ends in a 2x2 max-pool. Batch-norm momentum is 0.9 (not Keras' 0.99) so its
+    statistics settle within a short CPU run.
     """
     for index, filters in enumerate((16, 32, 64, 128), start=1):
         x = keras.layers.Conv2D(
             filters,
-            3,
+            4 if index == 1 else 3,
             strides=2 if index == 1 else 1,
             padding="same",
             use_bias=False,
