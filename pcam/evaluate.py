@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,8 @@ import numpy.typing as npt
 
 from pcam.data import d4
 from pcam.data.split import open_split
-from pcam.errors import OutputExistsError
 from pcam.metrics import CLASS_NAMES, classification_report
+from pcam.outputs import refuse_existing_directory, staged_directory
 
 
 def predict_split(
@@ -78,15 +76,12 @@ def write_report(
     from pcam import plots
 
     destination = Path(out_dir)
-    _refuse_existing_report(destination, overwrite)
+    refuse_existing_directory(destination, overwrite=overwrite)
     report = classification_report(
         labels, probabilities, threshold=threshold, bootstrap_rounds=bootstrap_rounds
     )
     report.update(extra or {})
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; a report is for reading
-    try:
+    with staged_directory(destination) as staging:
         if report["roc_auc"] is not None:
             plots.plot_roc(labels, probabilities, report, staging / "roc.png")
         plots.plot_confusion_matrix(report, staging / "confusion_matrix.png")
@@ -94,19 +89,7 @@ def write_report(
         if run_log is not None and run_log.is_file():
             plots.plot_training_curves(run_log, staging / "training_curves.png")
         (staging / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-        if destination.exists():
-            shutil.rmtree(destination)
-        staging.replace(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return report
-
-
-def _refuse_existing_report(destination: Path, overwrite: bool) -> None:
-    """Raise unless ``destination`` is new or empty, or ``overwrite`` is set."""
-    if destination.exists() and any(destination.iterdir()) and not overwrite:
-        raise OutputExistsError(destination)
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -155,7 +138,7 @@ def evaluate(
     from pcam.model import load_model
 
     destination = Path(out_dir)
-    _refuse_existing_report(destination, overwrite)
+    refuse_existing_directory(destination, overwrite=overwrite)
     open_split(data_dir, split)  # a bad data directory fails before the model is loaded
     model = load_model(model_path)
     labels, probabilities = predict_split(

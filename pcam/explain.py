@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +39,11 @@ from pcam.errors import (
     InvalidArgumentError,
     LayoutError,
     MissingFileError,
-    OutputExistsError,
-    OutputPathError,
     PCamError,
     UnreadableFileError,
 )
 from pcam.metrics import CLASS_NAMES
+from pcam.outputs import refuse_existing_directory, staged_directory
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 """File name endings of the patch images read from folders (any case)."""
@@ -182,7 +179,7 @@ def explain(
     layer). ``progress`` is called with the number of patches mapped. Returns the JSON report.
     """
     destination = Path(out_dir)
-    _refuse_existing(destination, overwrite)
+    refuse_existing_directory(destination, overwrite=overwrite)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidArgumentError("n", "a number of patches >= 1", n)
     if class_index not in (0, 1):
@@ -338,13 +335,7 @@ def _write(
     title = f"{report['method']} at {', '.join(report['layer'])}, {report['class_name']} class"
     if patches.masks is not None:
         title += " (white outline: true tumour)"
-    try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise OutputPathError(destination.parent, "a file in the way") from None
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the results are for reading
-    try:
+    with staged_directory(destination) as staging:
         explain_plots.save_grid(
             staging / "grid.png",
             patches.images,
@@ -360,20 +351,6 @@ def _write(
         for name, image, heatmap in zip(patches.names, patches.images, maps, strict=True):
             explain_plots.save_overlay(overlays / f"{name}.png", image, heatmap)
         (staging / "explain.json").write_text(json.dumps(report, indent=2) + "\n")
-        if destination.exists():
-            shutil.rmtree(destination)
-        staging.replace(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _refuse_existing(destination: Path, overwrite: bool) -> None:
-    """Raise unless ``destination`` is new or an empty directory, or ``overwrite`` is set."""
-    if destination.exists() and not destination.is_dir():
-        raise OutputPathError(destination, "a file")
-    if destination.is_dir() and any(destination.iterdir()) and not overwrite:
-        raise OutputExistsError(destination)
 
 
 def _image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
