@@ -1,7 +1,8 @@
 """The ``pcam`` command line: ``synth``, ``check``, ``train``, ``evaluate``, ``explain``, ``demo``.
 
 Commands that need no model never import TensorFlow, so ``--help``, ``--version``, ``check`` and
-``synth`` answer at once. Bad input gives one line on stderr and a non-zero exit, no traceback.
+``synth`` answer at once; ``download`` fetches the real files. Bad input gives one line on stderr
+and a non-zero exit, no traceback.
 """
 
 from __future__ import annotations
@@ -300,7 +301,47 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch-size", type=_count, default=64, help="batch size (default: 64)")
     demo.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     demo.set_defaults(run=_run_demo)
+
+    fetch = commands.add_parser(
+        "download",
+        help="download the PCam files from Zenodo, verified and unpacked (resumes)",
+        description="Download the PCam files of the chosen splits from Zenodo record 2546921 "
+        "(or the mirror in $PCAM_DOWNLOAD_URL), resume partial downloads, check the md5 of "
+        "each .gz and of each unpacked file, and unpack into DEST. A file appears under its "
+        "final name only once it verified.",
+    )
+    fetch.add_argument("dest", metavar="DEST", type=Path, help="directory to download into")
+    fetch.add_argument(
+        "--splits",
+        nargs="+",
+        choices=layout.SPLITS,
+        default=list(layout.SPLITS),
+        metavar="SPLIT",
+        help="splits to download (default: train valid test)",
+    )
+    fetch.add_argument(
+        "--overwrite", action="store_true", help="download again files already present"
+    )
+    fetch.add_argument("--keep-gz", action="store_true", help="keep the verified .gz files")
+    fetch.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=60.0,
+        help="seconds to wait for the server on each connect or read (default: 60)",
+    )
+    fetch.set_defaults(run=_run_download)
     return parser
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, found {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -622,3 +663,45 @@ def _check_permutation(split: PCamSplit, data_dir: Path, batch_size: int, seed: 
     if len(seen) != len(label_of):
         return f"the epoch held {len(seen)} distinct patches, the file {len(label_of)}"
     return ""
+
+
+def _run_download(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pcam.download import download
+
+    bars: dict[str, tqdm[NoReturn]] = {}
+
+    def progress(what: str, done: int, total: int | None) -> None:
+        bar = bars.get(what)
+        if bar is None:
+            for old in bars.values():
+                old.close()
+            bar = bars[what] = tqdm(
+                total=total,
+                desc=what,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                leave=False,
+                file=sys.stderr,
+                disable=None,
+            )
+        bar.update(done - bar.n)
+
+    try:
+        results = download(
+            args.dest,
+            args.splits,
+            progress=progress,
+            overwrite=args.overwrite,
+            keep_gz=args.keep_gz,
+            timeout=args.timeout,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    for result in results:
+        note = "already present, verified, skipped" if result.status == "present" else "verified"
+        print(f"{result.path}: {note}")
+    return EXIT_OK

@@ -1,0 +1,288 @@
+"""``pcam download`` against a real HTTP server on 127.0.0.1 serving small gzipped fixtures."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+import pcam.download
+from pcam import cli, layout
+from pcam.download import URL_ENV, PCamFile, download
+from pcam.errors import DownloadError
+from pcam.testing import write_split
+
+
+@dataclass
+class _Plan:
+    """What the server serves and how it misbehaves."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    cut_after: dict[str, int] = field(default_factory=dict)  # cut once after N bytes
+    html: bool = False
+    ignore_range: bool = False
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    plan: _Plan
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        name = self.path.split("?")[0].rsplit("/", 1)[-1]
+        ranged = self.headers.get("Range")
+        self.plan.requests.append((name, ranged))
+        if self.plan.ignore_range:
+            ranged = None
+        if self.plan.html:
+            body = b"<!DOCTYPE html><html><body>Service unavailable</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        data = self.plan.files.get(name)
+        if data is None:
+            self.send_error(404)
+            return
+        start = int(ranged.removeprefix("bytes=").rstrip("-")) if ranged else 0
+        body = data[start:]
+        self.send_response(206 if ranged else 200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        if ranged:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        cut = self.plan.cut_after.pop(name, None)
+        if cut is not None:
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@dataclass
+class _Fixture:
+    url: str
+    plan: _Plan
+    table: tuple[PCamFile, ...]
+    originals: dict[str, bytes]
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def fixture_files(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, bytes], dict[str, bytes], tuple[PCamFile, ...]]:
+    """Served bytes by served name, original bytes by final name, and their checksum table."""
+    root = tmp_path_factory.mktemp("pcam-src")
+    served: dict[str, bytes] = {}
+    originals: dict[str, bytes] = {}
+    table: list[PCamFile] = []
+    for seed, split in enumerate(("valid", "test")):
+        write_split(root, split, 8, seed=seed)
+        for kind in ("x", "y"):
+            name = layout.h5_name(split, kind)
+            raw = (root / name).read_bytes()
+            packed = gzip.compress(raw, mtime=0)
+            originals[name] = raw
+            served[name + ".gz"] = packed
+            table.append(PCamFile(name, split, _md5(packed), _md5(raw)))
+        meta = layout.meta_name(split)
+        originals[meta] = served[meta] = (root / meta).read_bytes()
+        table.append(PCamFile(meta, split, _md5(served[meta])))
+    return served, originals, tuple(table)
+
+
+@pytest.fixture
+def server(
+    fixture_files: tuple[dict[str, bytes], dict[str, bytes], tuple[PCamFile, ...]],
+) -> Iterator[_Fixture]:
+    served, originals, table = fixture_files
+    plan = _Plan(files=dict(served))
+    handler = type("Handler", (_Handler,), {"plan": plan})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield _Fixture(f"http://127.0.0.1:{httpd.server_address[1]}/files", plan, table, originals)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _dead_url() -> str:
+    """A URL on a port that was bound and closed: nothing listens there."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/files"
+
+
+def _leftovers(dest: Path) -> list[str]:
+    return sorted(p.name for p in dest.iterdir() if p.suffix in (".part", ".gz"))
+
+
+def test_success(server: _Fixture, tmp_path: Path) -> None:
+    seen: list[tuple[str, int, int | None]] = []
+    results = download(
+        tmp_path,
+        ["valid"],
+        base_url=server.url,
+        table=server.table,
+        progress=lambda *a: seen.append(a),
+    )
+    assert [r.status for r in results] == ["downloaded"] * 3
+    for result in results:
+        assert result.path.read_bytes() == server.originals[result.path.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        e.name for e in server.table if e.split == "valid"
+    )
+    assert seen
+    assert seen[0][2] is not None
+
+
+def test_resume_after_cut_connection(server: _Fixture, tmp_path: Path) -> None:
+    name = layout.h5_name("valid", "x") + ".gz"
+    cut = len(server.plan.files[name]) // 3
+    server.plan.cut_after[name] = cut
+    download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    hits = [r for n, r in server.plan.requests if n == name]
+    assert hits == [None, f"bytes={cut}-"]
+    path = tmp_path / layout.h5_name("valid", "x")
+    assert path.read_bytes() == server.originals[path.name]
+    assert _leftovers(tmp_path) == []
+
+
+def test_resume_from_part_left_by_earlier_run(server: _Fixture, tmp_path: Path) -> None:
+    name = layout.h5_name("valid", "y") + ".gz"
+    (tmp_path / (name + ".part")).write_bytes(server.plan.files[name][:10])
+    download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert (name, "bytes=10-") in server.plan.requests
+    assert _leftovers(tmp_path) == []
+
+
+def test_server_that_ignores_range_restarts(server: _Fixture, tmp_path: Path) -> None:
+    name = layout.h5_name("valid", "y") + ".gz"
+    (tmp_path / (name + ".part")).write_bytes(b"stale bytes from another file")
+    server.plan.ignore_range = True
+    download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    path = tmp_path / layout.h5_name("valid", "y")
+    assert path.read_bytes() == server.originals[path.name]
+
+
+def test_timeout(
+    fixture_files: tuple[object, object, tuple[PCamFile, ...]], tmp_path: Path
+) -> None:
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/files"
+        with pytest.raises(DownloadError, match="timed out"):
+            download(tmp_path, ["valid"], base_url=url, table=fixture_files[2], timeout=0.2)
+
+
+def test_corrupt_data(server: _Fixture, tmp_path: Path) -> None:
+    name = layout.h5_name("valid", "x") + ".gz"
+    data = bytearray(server.plan.files[name])
+    data[len(data) // 2] ^= 0xFF
+    server.plan.files[name] = bytes(data)
+    with pytest.raises(DownloadError, match="corrupt") as caught:
+        download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / layout.h5_name("valid", "x")).exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_swapped_files(server: _Fixture, tmp_path: Path) -> None:
+    valid, test = layout.h5_name("valid", "y") + ".gz", layout.h5_name("test", "y") + ".gz"
+    files = server.plan.files
+    files[valid], files[test] = files[test], files[valid]
+    with pytest.raises(DownloadError) as caught:
+        download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    message = str(caught.value)
+    assert f"this is {test}" in message
+    assert f"served under the name {valid}" in message
+    assert "swapped" in message
+    assert "\n" not in message
+    assert not (tmp_path / layout.h5_name("valid", "y")).exists()
+
+
+def test_html_page(server: _Fixture, tmp_path: Path) -> None:
+    server.plan.html = True
+    with pytest.raises(DownloadError, match="HTML page") as caught:
+        download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert "<!DOCTYPE" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_found(server: _Fixture, tmp_path: Path) -> None:
+    del server.plan.files[layout.h5_name("valid", "x") + ".gz"]
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert not (tmp_path / layout.h5_name("valid", "x")).exists()
+
+
+def test_server_down(
+    fixture_files: tuple[object, object, tuple[PCamFile, ...]], tmp_path: Path
+) -> None:
+    with pytest.raises(DownloadError, match="connection refused") as caught:
+        download(tmp_path, ["valid"], base_url=_dead_url(), table=fixture_files[2], timeout=5)
+    assert URL_ENV in str(caught.value)
+
+
+def test_existing_verified_file_is_skipped(server: _Fixture, tmp_path: Path) -> None:
+    download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    server.plan.requests.clear()
+    results = download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert [r.status for r in results] == ["present"] * 3
+    assert server.plan.requests == []
+    again = download(tmp_path, ["valid"], base_url=server.url, table=server.table, overwrite=True)
+    assert [r.status for r in again] == ["downloaded"] * 3
+
+
+def test_existing_wrong_file_is_an_error(server: _Fixture, tmp_path: Path) -> None:
+    (tmp_path / layout.h5_name("valid", "y")).write_bytes(b"not this")
+    with pytest.raises(DownloadError, match="--overwrite"):
+        download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+
+
+def test_cli_download(
+    server: _Fixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(URL_ENV, server.url)
+    # the command uses the real table; point it at the fixture table instead
+    monkeypatch.setattr(pcam.download, "download", functools.partial(download, table=server.table))
+    assert cli.main(["download", str(tmp_path / "d"), "--splits", "valid"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("verified") == 3
+    assert (tmp_path / "d" / layout.h5_name("valid", "x")).exists()
+
+
+def test_cli_server_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(URL_ENV, _dead_url())
+    assert cli.main(["download", str(tmp_path), "--splits", "valid"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pcam download: error: ")
+    assert err.count("\n") == 1
+    assert "connection refused" in err
