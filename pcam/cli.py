@@ -11,7 +11,8 @@ import argparse
 import hashlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -362,8 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _progress(total: int, description: str) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """A tqdm bar on stderr: returns ``(update_to(done), close())``."""
+@contextmanager
+def _progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on stderr for the ``with`` block; yields ``update_to(done)``."""
     from tqdm import tqdm
 
     bar = tqdm(
@@ -379,7 +381,10 @@ def _progress(total: int, description: str) -> tuple[Callable[[int], None], Call
     def update_to(done: int) -> None:
         bar.update(done - bar.n)
 
-    return update_to, bar.close
+    try:
+        yield update_to
+    finally:
+        bar.close()
 
 
 def _write_synthetic(
@@ -404,8 +409,7 @@ def _write_synthetic(
             )
     for offset, split in enumerate(splits):
         count = n if split == "train" else max(1, n // 4)
-        update, close = _progress(count, f"writing {split}")
-        try:
+        with _progress(count, f"writing {split}") as update:
             write_split(
                 out_dir,
                 split,
@@ -417,8 +421,6 @@ def _write_synthetic(
                 overwrite=overwrite,
                 progress=update,
             )
-        finally:
-            close()
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -494,10 +496,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     split = open_split(args.data, args.split)
     work = len(split) * (8 if args.tta else 1)
-    update, close = _progress(
+    with _progress(
         len(split), f"predicting {args.split}" + (" (x8 TTA)" if args.tta else "")
-    )
-    try:
+    ) as update:
         report = evaluate(
             args.model,
             args.data,
@@ -510,8 +511,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=update,
         )
-    finally:
-        close()
     print(format_table(report))
     written = ", ".join(sorted(p.name for p in args.out.iterdir()))
     print(f"report: {args.out} ({written}); {work:,} predictions")
@@ -526,8 +525,7 @@ def _run_explain(args: argparse.Namespace) -> int:
         args.usage_error("--split goes with --data DIR, not with IMAGE paths")
     from pcam.explain import explain, format_summary
 
-    update, close = _progress(args.n, "explaining")
-    try:
+    with _progress(args.n, "explaining") as update:
         report = explain(
             args.model,
             args.data if args.data is not None else args.images,
@@ -540,8 +538,6 @@ def _run_explain(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=update,
         )
-    finally:
-        close()
     print(format_summary(report))
     print(f"grid, overlays and explain.json: {args.out}")
     return EXIT_OK
@@ -589,18 +585,14 @@ def _run_demo(args: argparse.Namespace) -> int:
     )
     test_split = open_split(data_dir, "test")
     print(f"5/6 evaluating on the {len(test_split):,} test patches the model never saw")
-    update, close = _progress(len(test_split), "predicting test")
-    try:
+    with _progress(len(test_split), "predicting test") as update:
         report = evaluate(
             run_dir / "model.keras", data_dir, "test", report_dir, overwrite=True, progress=update
         )
-    finally:
-        close()
     print(format_table(report))
     explain_dir = args.out / "explain"
     print("6/6 explaining 16 train patches with Grad-CAM, against their tumour masks")
-    update, close = _progress(16, "explaining")
-    try:
+    with _progress(16, "explaining") as update:
         # block3_pool (6x6), not the default last layer: each cell of the small model's 3x3
         # map sees the whole patch, and Grad-CAM there does not localise (pointing game at
         # chance); at 6x6 it finds the tumour in most patches
@@ -615,8 +607,6 @@ def _run_demo(args: argparse.Namespace) -> int:
             overwrite=True,
             progress=update,
         )
-    finally:
-        close()
     print(format_summary(explained))
     written = ", ".join(sorted(p.name for p in report_dir.iterdir()))
     print(f"model and logs: {run_dir}; report: {report_dir} ({written}); Grad-CAM: {explain_dir}")
@@ -642,10 +632,9 @@ def _check_permutation(split: PCamSplit, data_dir: Path, batch_size: int, seed: 
                 split.labels[start + offset]
             )
     dataset = make_dataset(data_dir, split.split, batch_size=batch_size, shuffle=True, seed=seed)
-    update, close = _progress(len(split), "checking the stream")
     seen: set[bytes] = set()
     position = 0
-    try:
+    with _progress(len(split), "checking the stream") as update:
         for images, labels in dataset.as_numpy_iterator():
             for image, label in zip(images, labels, strict=True):
                 key = hashlib.blake2b(image.tobytes(), digest_size=16).digest()
@@ -658,8 +647,6 @@ def _check_permutation(split: PCamSplit, data_dir: Path, batch_size: int, seed: 
                 seen.add(key)
                 position += 1
             update(position)
-    finally:
-        close()
     if len(seen) != len(label_of):
         return f"the epoch held {len(seen)} distinct patches, the file {len(label_of)}"
     return ""
