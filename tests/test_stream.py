@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +204,36 @@ def test_bad_arguments_fail_when_the_dataset_is_made(synthetic_root: Path) -> No
         )
     with pytest.raises(MissingFileError, match=r"test_x\.h5"):
         make_dataset(synthetic_root, "test", batch_size=8, shuffle=False)
+
+
+LIVE_ITERATOR_SCRIPT = """
+import sys
+from pcam.data import make_dataset
+
+# An iterator still alive when the script ends, mid-epoch, with readers busy in the background.
+iterator = iter(make_dataset(sys.argv[1], "train", batch_size=64, shuffle=True, repeat=True,
+                             augment=True))
+next(iterator)
+print("read one batch", flush=True)
+"""
+
+
+def test_a_script_holding_a_live_iterator_exits(synthetic_root: Path, tmp_path: Path) -> None:
+    """A script (or notebook kernel) that ends with an iterator mid-epoch exits by itself.
+
+    Without the exit hook in :mod:`pcam.data.stream` the process hangs for ever in the
+    iterator's destructor during interpreter shutdown.
+    """
+    script = tmp_path / "live_iterator.py"
+    script.write_text(LIVE_ITERATOR_SCRIPT)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), str(synthetic_root)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the script read its batch but never exited: an iterator blocks shutdown")
+    assert "read one batch" in done.stdout, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -7,6 +7,8 @@ Memory stays constant whatever the size of the split.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import threading
 
@@ -17,6 +19,11 @@ from pcam.data.colour import ColourJitter, jitter_colours, unpack_pixels
 from pcam.data.reader import EpochReader, StreamOptions
 from pcam.data.split import open_split
 from pcam.layout import IMAGE_SHAPE
+
+try:  # the class of the iterators that ``iter(dataset)`` returns in eager mode
+    from tensorflow.python.data.ops.iterator_ops import OwnedIterator as _OwnedIterator
+except ImportError:  # pragma: no cover - a TensorFlow that moved it: no exit hook
+    _OwnedIterator = None
 
 
 class _EpochCounter:
@@ -31,6 +38,36 @@ class _EpochCounter:
             epoch = self._next
             self._next += 1
             return epoch
+
+
+def _release_live_iterators() -> None:
+    """Free every eager ``tf.data`` iterator still alive, while the interpreter still runs.
+
+    An iterator that outlives the script (``it = iter(dataset)`` at module level, a notebook
+    variable) is otherwise freed during interpreter shutdown.
+    Its parallel ``map`` may then be inside a ``numpy_function`` call that needs the GIL, which
+    Python no longer hands out; the iterator's destructor waits for that call for ever and the
+    process never exits. Freeing the iterators' resources here, from an ``atexit`` hook, lets the
+    destructors run while Python still serves those calls.
+    """
+    if _OwnedIterator is None:  # pragma: no cover
+        return
+    for candidate in gc.get_objects():
+        if isinstance(candidate, _OwnedIterator) and hasattr(candidate, "_iterator_resource"):
+            del candidate._iterator_resource
+
+
+_exit_hook_lock = threading.Lock()
+_exit_hook_registered = False
+
+
+def _register_exit_hook() -> None:
+    """Register :func:`_release_live_iterators` with ``atexit`` once per process."""
+    global _exit_hook_registered
+    with _exit_hook_lock:
+        if not _exit_hook_registered:
+            atexit.register(_release_live_iterators)
+            _exit_hook_registered = True
 
 
 def make_dataset(
@@ -62,6 +99,7 @@ def make_dataset(
     Files are opened lazily by the reader, so the dataset survives forks and pickling.
     """
     handle = open_split(root, split)
+    _register_exit_hook()
     options = StreamOptions(
         batch_size=batch_size,
         shuffle=shuffle,
