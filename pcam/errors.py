@@ -107,3 +107,14 @@ class DownloadError(PCamError, OSError):
 
     def __init__(self, url: str, expected: str, found: str, hint: str) -> None:
         super().__init__(f"{url}: expected {expected}, found {found}; {hint}")
+
+
+class NoGPUError(PCamError, RuntimeError):
+    """A run that asked for a GPU (``--require-gpu``) found none visible to TensorFlow."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "expected a GPU visible to TensorFlow, found none "
+            "(tf.config.list_physical_devices('GPU') is empty); check the driver and CUDA "
+            "libraries (nvidia-smi, pip install 'tensorflow[and-cuda]'), or drop --require-gpu"
+        )

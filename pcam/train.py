@@ -229,6 +229,12 @@ RUN_FILES = ("config.json", "model.keras", "best.json", "training_log.csv")
 RUN_FOLDERS = ("backup", "tensorboard")
 
 
+def run_is_finished(run: str | os.PathLike[str]) -> bool:
+    """Whether ``run`` holds a finished run: a model and no backup of an interrupted one."""
+    run = Path(run)
+    return (run / "model.keras").exists() and not (run / "backup").exists()
+
+
 def _prepare_run_directory(run: Path, logs: Path, *, overwrite: bool) -> None:
     """Create the run directory; refuse a finished run unless ``overwrite`` (then clear it).
 
