@@ -1,9 +1,9 @@
 """The ``pcam`` command line: data, training, evaluation, explanations, demo and full check.
 
 The commands are ``synth``, ``check``, ``download``, ``train``, ``evaluate``, ``explain``,
-``demo`` and ``fullcheck``. Commands that need no model never import TensorFlow, so ``--help``,
-``--version``, ``check`` and ``synth`` answer at once. Bad input gives one line on stderr and a
-non-zero exit, no traceback.
+``predict``, ``app``, ``demo`` and ``fullcheck``. Commands that need no model never import
+TensorFlow, so ``--help``, ``--version``, ``check`` and ``synth`` answer at once. Bad input
+gives one line on stderr and a non-zero exit, no traceback.
 """
 
 from __future__ import annotations
@@ -281,6 +281,73 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing output directory"
     )
     explain.set_defaults(run=_run_explain, usage_error=explain.error)
+
+    predict = commands.add_parser(
+        "predict",
+        help="tumour probabilities of patch images or PCam files with a saved model, as CSV",
+        description="Predict the tumour probability of every patch: 96x96 RGB images (PNG, "
+        "JPEG, TIFF, or folders of them, by name) and PCam image files (*_x.h5, every row, "
+        "streamed in batches), in any mix. OUT gets one CSV row per patch, in input order: "
+        "source, index (the row of an h5 file; empty for an image), probability, label "
+        "(tumour when probability >= --threshold, else normal). The CSV appears only when "
+        "complete.",
+    )
+    predict.add_argument(
+        "inputs",
+        metavar="INPUT",
+        type=Path,
+        nargs="+",
+        help="patch images, folders of them, or PCam *_x.h5 files",
+    )
+    predict.add_argument("--model", type=Path, required=True, help="a saved model (.keras)")
+    predict.add_argument(
+        "--out",
+        type=Path,
+        default=Path("predictions.csv"),
+        help="CSV file to write, or - for standard output (default: predictions.csv)",
+    )
+    predict.add_argument(
+        "--tta", action="store_true", help="average predictions over the 8 symmetries of the square"
+    )
+    predict.add_argument(
+        "--threshold",
+        type=_fraction,
+        default=0.5,
+        help="probability at or above which a patch is tumour (default: 0.5)",
+    )
+    predict.add_argument("--batch-size", type=_count, default=256, help="batch size (default: 256)")
+    predict.add_argument(
+        "--fit",
+        choices=("error", "crop", "resize"),
+        default="error",
+        help="images that are not 96x96: error (refuse, the default), crop (the centre 96x96; "
+        "both sides >= 96) or resize (bilinear, antialiased, aspect ratio not kept)",
+    )
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing CSV file")
+    predict.set_defaults(run=_run_predict)
+
+    app = commands.add_parser(
+        "app",
+        help="the web app: upload patches, see labels, probabilities and Grad-CAM overlays",
+        description="Serve the Streamlit web app: upload 96x96 patches (or try synthetic "
+        "samples), get the label, the tumour probability and the inference time of each, a "
+        "Grad-CAM overlay (layer and opacity to choose) and a batch table to download as CSV. "
+        "Without --model it uses the demo model that pcam demo trained in ./pcam-demo (on "
+        "synthetic data). Needs the app extra: pip install 'pcam[app]'.",
+    )
+    app.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="a saved model (.keras) (default: ./pcam-demo/run/model.keras from pcam demo)",
+    )
+    app.add_argument("--port", type=_port, default=8501, help="port to serve on (default: 8501)")
+    app.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="address to serve on (default: 127.0.0.1, this machine only)",
+    )
+    app.set_defaults(run=_run_app)
 
     demo = commands.add_parser(
         "demo",
@@ -619,6 +686,101 @@ def _run_explain(args: argparse.Namespace) -> int:
     print(format_summary(report))
     print(f"grid, overlays and explain.json: {args.out}")
     return EXIT_OK
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from pcam.predict import check_output, count_patches, predict, resolve_inputs
+
+    to_stdout = str(args.out) == "-"
+    if not to_stdout:
+        check_output(args.out, overwrite=args.overwrite)  # before the inputs and the model
+    sources = resolve_inputs(args.inputs)
+    with _progress(
+        count_patches(sources), "predicting" + (" (x8 TTA)" if args.tta else "")
+    ) as update:
+        summary = predict(
+            args.model,
+            sources,
+            sys.stdout if to_stdout else args.out,
+            tta=args.tta,
+            threshold=args.threshold,
+            batch_size=args.batch_size,
+            fit=args.fit,
+            overwrite=args.overwrite,
+            progress=update,
+        )
+    print(summary.line(), file=sys.stderr if to_stdout else sys.stdout)
+    return EXIT_OK
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in [1, 65535], found {text!r}")
+    return value
+
+
+def _run_app(args: argparse.Namespace) -> int:
+    """Run ``streamlit run`` on the app's script in a child process; its status is ours.
+
+    SIGTERM is passed on to the child, so stopping ``pcam app`` stops the server too (Ctrl-C
+    reaches both from the terminal).
+    """
+    import importlib.util
+    import signal
+    import subprocess
+
+    if importlib.util.find_spec("streamlit") is None:
+        print(
+            "pcam app: error: the web app needs Streamlit, which is not installed; install it "
+            "with pip install 'pcam[app]' (Streamlit 1.67 needs Python 3.11 or newer)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    from pcam.app import SCRIPT
+
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(SCRIPT),
+        "--server.address",
+        args.address,
+        "--server.port",
+        str(args.port),
+        "--server.headless",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "viewer",
+        "--",
+    ]
+    if args.model is not None:
+        if not args.model.is_file():  # a bad file's content is reported in the page itself
+            raise MissingFileError(
+                args.model,
+                "a saved pcam model (.keras)",
+                "train one with pcam train or pcam demo, or check the path",
+                found="a folder" if args.model.is_dir() else "no such file",
+            )
+        command += ["--model", str(args.model.resolve())]
+    child = subprocess.Popen(command)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.wait()  # the terminal sent the child SIGINT too: let Streamlit shut down
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_demo(args: argparse.Namespace) -> int:

@@ -21,6 +21,22 @@ from pcam.metrics import CLASS_NAMES, classification_report
 from pcam.outputs import refuse_existing_directory, staged_directory
 
 
+def predict_batch(
+    model: Any, images: npt.NDArray[np.uint8], *, tta: bool = False
+) -> npt.NDArray[np.float64]:
+    """Tumour probabilities ``[B]`` of one batch of patches ``uint8 [B, 96, 96, 3]``.
+
+    With ``tta`` the batch is predicted under each of the 8 symmetries of the square
+    (:mod:`pcam.data.d4`) and the 8 probabilities of each patch are averaged.
+    """
+    views = [d4.apply_one(images, code) for code in range(d4.NUM_SYMMETRIES)] if tta else [images]
+    scores = [
+        np.asarray(model.predict_on_batch(np.ascontiguousarray(view))).reshape(-1) for view in views
+    ]
+    mean: npt.NDArray[np.float64] = np.mean(np.asarray(scores, dtype=np.float64), axis=0)
+    return mean
+
+
 def predict_split(
     model: Any,
     root: str | os.PathLike[str],
@@ -41,16 +57,8 @@ def predict_split(
     labels, probabilities = [], []
     done = 0
     for images, batch_labels in dataset.as_numpy_iterator():
-        views = [d4.apply_one(images, code) for code in range(8)] if tta else [images]
-        scores = np.mean(
-            [
-                np.asarray(model.predict_on_batch(np.ascontiguousarray(v))).reshape(-1)
-                for v in views
-            ],
-            axis=0,
-        )
         labels.append(batch_labels.astype(np.int64))
-        probabilities.append(scores.astype(np.float64))
+        probabilities.append(predict_batch(model, images, tta=tta))
         done += batch_labels.size
         if progress is not None:
             progress(done)

@@ -35,13 +35,7 @@ import numpy.typing as npt
 
 from pcam import layout
 from pcam.data.split import open_split
-from pcam.errors import (
-    InvalidArgumentError,
-    LayoutError,
-    MissingFileError,
-    PCamError,
-    UnreadableFileError,
-)
+from pcam.errors import InvalidArgumentError, MissingFileError
 from pcam.metrics import CLASS_NAMES
 from pcam.outputs import refuse_existing_directory, staged_directory
 
@@ -121,40 +115,19 @@ def image_patches(paths: Sequence[str | os.PathLike[str]], n: int | None = None)
 
 
 def read_patch_file(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
-    """One 96x96 8-bit RGB patch from an image file (RGBA and palette images are converted)."""
-    from PIL import Image
+    """One 96x96 8-bit RGB patch from an image file (RGBA and palette images are converted).
 
-    file = Path(path)
-    expected = "a 96x96 RGB patch (PNG, JPEG or TIFF)"
-    try:
-        with Image.open(file) as image:
-            image.load()
-            frames = int(getattr(image, "n_frames", 1))
-            if frames != 1:
-                raise LayoutError(file, expected, f"{frames} frames", "save one patch per file")
-            if image.size != (_PATCH_SIDE, _PATCH_SIDE):
-                width, height = image.size
-                raise LayoutError(
-                    file,
-                    expected,
-                    f"a {width}x{height} image",
-                    f"PCam models take {_PATCH_SIDE}x{_PATCH_SIDE} patches: crop or resize it",
-                )
-            if image.mode not in ("RGB", "RGBA", "P"):
-                raise LayoutError(
-                    file, expected, f"image mode {image.mode}", "save it as 8-bit RGB"
-                )
-            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except PCamError:
-        raise
-    except Exception as error:  # Pillow raises many kinds for a damaged or foreign file
-        raise UnreadableFileError(
-            file,
-            expected,
-            f"a file Pillow cannot read as an image ({_first_line(error)})",
-            "replace the file or leave it out",
-        ) from None
-    return pixels
+    The decoding is :func:`pcam.patch_io.decode_patch`'s, refusing other sizes.
+    """
+    from pcam.patch_io import _decode
+
+    patch, _ = _decode(
+        path,
+        fit="error",
+        name=None,
+        hint=f"PCam models take {_PATCH_SIDE}x{_PATCH_SIDE} patches: crop or resize it",
+    )
+    return patch
 
 
 def explain(
@@ -395,9 +368,3 @@ def _unique_names(files: Sequence[Path]) -> list[str]:
 def _count(number: int, noun: str) -> str:
     """``1 patch``, ``2 patches``."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}es"
-
-
-def _first_line(error: BaseException) -> str:
-    """The first line of an exception's message, or its class name when it has none."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -198,10 +198,18 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
             "a saved pcam model (.keras)",
             "train one with pcam train, or check the path",
         )
+    if model_path.suffix.lower() not in (".keras", ".h5"):
+        raise UnreadableFileError(
+            model_path,
+            "a saved pcam model (.keras)",
+            f"a file ending in {model_path.suffix or 'no suffix'!r}",
+            "pass the model.keras of a pcam train run",
+        )
     try:
         model = keras.models.load_model(model_path)
     except Exception as error:  # Keras raises many kinds for a damaged or foreign file
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        text = text if len(text) <= 160 else text[:157] + "..."
         raise UnreadableFileError(
             model_path,
             "a saved pcam model (.keras)",
@@ -215,4 +223,37 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
             f"a {type(model).__name__}",
             "save the whole model",
         )
+    _check_classifier(model, model_path)
     return model
+
+
+def _check_classifier(model: keras.Model, path: Path) -> None:
+    """Raise unless ``model`` maps one ``[B, 96, 96, 3]`` input to one ``[B, 1]`` output."""
+    try:
+        inputs = [tuple(tensor.shape) for tensor in model.inputs]
+        outputs = [tuple(tensor.shape) for tensor in model.outputs]
+    except (AttributeError, TypeError, ValueError):  # a model never built has no inputs
+        inputs, outputs = [], []
+    if _fits(inputs, IMAGE_SHAPE) and _fits(outputs, (1,)):
+        return
+    raise UnreadableFileError(
+        path,
+        "a saved pcam model (.keras) taking [B, 96, 96, 3] patches to [B, 1] probabilities",
+        f"a Keras model with input {_show(inputs)} and output {_show(outputs)}",
+        "pass the model.keras of a pcam train run",
+    )
+
+
+def _fits(shapes: list[tuple[Any, ...]], expected: tuple[int, ...]) -> bool:
+    """One tensor whose shape after the batch axis is ``expected`` (``None`` matches any)."""
+    return (
+        len(shapes) == 1
+        and len(shapes[0]) == 1 + len(expected)
+        and all(size in (None, want) for size, want in zip(shapes[0][1:], expected, strict=True))
+    )
+
+
+def _show(shapes: list[tuple[Any, ...]]) -> str:
+    """``[B, 96, 96, 3]``-style shapes, comma-separated, or ``none``."""
+    shown = ["[" + ", ".join("B" if s is None else str(s) for s in shape) + "]" for shape in shapes]
+    return ", ".join(shown) or "none"

@@ -1,0 +1,434 @@
+"""What the web app does, as plain functions without Streamlit, so tests can call them directly.
+
+- :func:`find_model` picks the model: ``--model PATH``, else the demo model ``pcam demo`` wrote
+  under the working directory (:data:`DEMO_MODEL`), else a one-line error saying what to run.
+- :func:`load_classifier` loads it once (the page caches the result), checks that it takes
+  ``[B, 96, 96, 3]`` patches and gives ``[B, 1]`` probabilities, and warms it up so that the
+  first timed prediction does not pay for tracing.
+- :func:`decode_upload` turns an upload into a patch, a request to choose how to fit an image
+  that is not 96x96 (centre-crop or resize: never done silently), or a one-line error.
+- :func:`predict` classifies all the patches in batches of up to :data:`BATCH_SIZE` (one model
+  call for a usual upload) and times the model calls; the time per patch it reports is the
+  batch's time divided by its number of patches, and is labelled so.
+- :func:`gradcam_maps`, :func:`select_maps` and :func:`overlays` give the Grad-CAM overlays;
+  :func:`make_rows` and :func:`rows_to_csv` the batch table and its CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from pcam import layout
+from pcam.errors import InvalidArgumentError, MissingFileError, PCamError, UnreadableFileError
+from pcam.patch_io import FitMode, PatchSizeError, decode_patch
+
+DEMO_MODEL: Final = Path("pcam-demo") / "run" / "model.keras"
+"""Where ``pcam demo`` (default ``--out``) leaves its model, relative to the working directory."""
+
+PREFERRED_LAYER: Final = "block3_pool"
+"""Grad-CAM layer offered first when the model has it (the small CNN's 6x6 map; see README)."""
+
+DEFAULT_THRESHOLD: Final = 0.5
+"""Probability at or above which a patch is labelled tumour, unless the user moves it."""
+
+BATCH_SIZE: Final = 64
+"""Patches per model call: a usual upload is one call."""
+
+CSV_COLUMNS: Final = ("file", "probability", "label", "inference_ms", "note")
+"""Columns of the batch table and of its CSV."""
+
+FIT_LABELS: Final[dict[str, str]] = {
+    "crop": "centre-crop to 96x96",
+    "resize": "resize to 96x96",
+}
+"""How the two ways of fitting an image are offered to the user."""
+
+Target = Literal["predicted", "tumour", "normal"]
+TARGETS: Final[dict[str, str]] = {
+    "predicted": "the predicted label",
+    "tumour": "tumour",
+    "normal": "normal",
+}
+"""The class whose evidence an overlay shows, and how it is named to the user."""
+
+_SIDE: Final = layout.PATCH_SIZE
+_MODEL_EXPECTED: Final = "a pcam classifier (.keras): uint8 [B, 96, 96, 3] in, [B, 1] out"
+_MODEL_HINT: Final = "pass a model trained by pcam train or pcam demo"
+
+
+# -- the model ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The model file the app uses; ``demo`` when it is the one ``pcam demo`` trained."""
+
+    path: Path
+    demo: bool
+
+    @property
+    def stamp(self) -> tuple[int, int]:
+        """``(mtime_ns, size)`` of the file, ``(0, 0)`` when absent: a retrained model reloads."""
+        try:
+            info = self.path.stat()
+        except OSError:
+            return (0, 0)
+        return (info.st_mtime_ns, info.st_size)
+
+
+def find_model(
+    model: str | os.PathLike[str] | None, *, cwd: str | os.PathLike[str] | None = None
+) -> ModelSource:
+    """The model to use: ``model`` when given, else the demo model under ``cwd`` if present.
+
+    Raises :class:`pcam.errors.MissingFileError` (one line: what to run) when neither is there.
+    Whether ``model`` is a loadable file is :func:`load_classifier`'s business.
+    """
+    if model is not None and str(model) != "":
+        return ModelSource(Path(model).expanduser(), demo=False)
+    demo = Path(cwd if cwd is not None else Path.cwd()) / DEMO_MODEL
+    if demo.is_file():
+        return ModelSource(demo, demo=True)
+    raise MissingFileError(
+        demo,
+        "a model: the demo model pcam demo trains, or one passed with --model",
+        "run pcam demo here first (about a minute and a half on a CPU), or start the app with "
+        "pcam app --model RUN_DIR/model.keras",
+    )
+
+
+@dataclass(eq=False)
+class Classifier:
+    """A loaded, checked and warmed-up model, with its Grad-CAM candidate layers."""
+
+    path: Path
+    model: Any
+    layers: tuple[tuple[str, tuple[int, int]], ...]
+    """``(name, (height, width))`` of every spatial layer, in order (Grad-CAM candidates)."""
+    parameters: int
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Held around every model call: app sessions share one model and run in threads."""
+
+    @property
+    def default_layer(self) -> str | None:
+        """:data:`PREFERRED_LAYER` when the model has it, else the last spatial layer."""
+        names = [name for name, _ in self.layers]
+        if PREFERRED_LAYER in names:
+            return PREFERRED_LAYER
+        return names[-1] if names else None
+
+
+def load_classifier(path: str | os.PathLike[str]) -> Classifier:
+    """Load a saved model and check it is a PCam classifier; one-line errors for bad files."""
+    from pcam.gradcam import spatial_layers
+    from pcam.model import load_model
+
+    model_path = Path(path)
+    model = load_model(model_path)  # one-line errors, [B, 96, 96, 3] -> [B, 1] checked
+    try:
+        # trace the predict function for a batch of one and of several, as predict() calls it
+        for size in (1, 2):
+            model.predict_on_batch(np.zeros((size, *layout.IMAGE_SHAPE), dtype=np.uint8))
+        inputs = {layer.name for layer in model.layers if type(layer).__name__ == "InputLayer"}
+        # the input layer holds uint8 pixels, which have no gradient: not a Grad-CAM candidate
+        layers = tuple(item for item in spatial_layers(model) if item[0] not in inputs)
+        parameters = int(model.count_params())
+    except Exception as error:  # a model that loads but cannot run, whatever Keras raises
+        raise UnreadableFileError(
+            model_path,
+            _MODEL_EXPECTED,
+            f"a model that fails on a patch ({_first_line(error)})",
+            _MODEL_HINT,
+        ) from None
+    return Classifier(path=model_path, model=model, layers=layers, parameters=parameters)
+
+
+# -- uploads -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One decoded upload: a patch, or an image waiting for a fit choice, or an error.
+
+    ``size`` is ``(width, height)`` of an image that is not 96x96 (whether or not it has been
+    fitted yet); ``note`` says how it was fitted; ``error`` is a one-line message.
+    """
+
+    name: str
+    patch: npt.NDArray[np.uint8] | None = None
+    note: str | None = None
+    error: str | None = None
+    size: tuple[int, int] | None = None
+
+    @property
+    def needs_fit(self) -> bool:
+        """An image that is not 96x96 and has not been fitted (no choice made yet)."""
+        return self.patch is None and self.error is None and self.size is not None
+
+
+def fit_choices(width: int, height: int) -> tuple[FitMode, ...]:
+    """The ways an image of this size can be fitted: centre-crop needs both sides >= 96."""
+    return ("crop", "resize") if min(width, height) >= _SIDE else ("resize",)
+
+
+def decode_upload(name: str, data: bytes, fit: FitMode | None = None) -> Upload:
+    """Decode an upload with :func:`pcam.patch_io.decode_patch`; never raises.
+
+    A 96x96 image becomes a patch. An image of another size needs ``fit`` (``"crop"`` or
+    ``"resize"``): without it the result only carries its size (:attr:`Upload.needs_fit`).
+    A file that is not a readable RGB image gives :attr:`Upload.error`, one line.
+    """
+    try:
+        patch, note = decode_patch(data, fit="error", name=name)
+        return Upload(name, patch=patch, note=note)
+    except PatchSizeError as error:
+        size = (error.width, error.height)
+    except PCamError as error:
+        return Upload(name, error=_first_line(error))
+    except Exception as error:  # decode_patch should raise PCamError only; never a traceback
+        return Upload(name, error=f"{name}: could not read it as an image ({_first_line(error)})")
+    if fit is None or fit == "error":
+        return Upload(name, size=size)
+    if fit not in fit_choices(*size):
+        return Upload(
+            name,
+            size=size,
+            error=f"{name}: a {size[0]}x{size[1]} image is smaller than 96x96 on one side, so it "
+            "cannot be centre-cropped; resize it instead",
+        )
+    try:
+        patch, note = decode_patch(data, fit=fit, name=name)
+    except PCamError as error:
+        return Upload(name, size=size, error=_first_line(error))
+    return Upload(name, patch=patch, note=note, size=size)
+
+
+def sample_uploads(n: int = 4, *, seed: int = 0) -> list[tuple[str, bytes]]:
+    """``n`` synthetic H&E-like patches from :mod:`pcam.testing`, as PNG uploads, half tumour.
+
+    The name says the true label (by the PCam rule: tumour in the centre 32x32 region).
+    """
+    from PIL import Image
+
+    from pcam.testing import generate
+
+    batch = generate(n, seed=seed)
+    samples = []
+    for index, (image, label) in enumerate(zip(batch.images, batch.labels, strict=True)):
+        buffer = io.BytesIO()
+        Image.fromarray(image, mode="RGB").save(buffer, format="PNG")
+        kind = "tumour" if int(label) == 1 else "normal"
+        samples.append((f"synthetic-{index + 1}-{kind}.png", buffer.getvalue()))
+    return samples
+
+
+def patches_key(patches: npt.NDArray[np.uint8]) -> str:
+    """A digest of every pixel of a batch: the cache key of its predictions and maps."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(repr(patches.shape).encode())
+    digest.update(np.ascontiguousarray(patches).tobytes())
+    return digest.hexdigest()
+
+
+# -- prediction and Grad-CAM -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Tumour probabilities ``[n]`` and the model time for the whole batch, in seconds."""
+
+    probabilities: npt.NDArray[np.float32]
+    seconds: float
+    calls: int
+    """Model calls made (one per :data:`BATCH_SIZE` patches)."""
+
+    @property
+    def ms_per_patch(self) -> float:
+        """The batch's model time divided by its number of patches (a batch average)."""
+        return 1000.0 * self.seconds / max(1, len(self.probabilities))
+
+
+def predict(classifier: Classifier, patches: npt.ArrayLike) -> Predictions:
+    """Classify patches ``uint8 [n, 96, 96, 3]`` in as few model calls as possible, timed."""
+    batch = _check_patches(patches)
+    parts = []
+    with classifier.lock:
+        started = time.perf_counter()
+        for start in range(0, len(batch), BATCH_SIZE):
+            output = classifier.model.predict_on_batch(batch[start : start + BATCH_SIZE])
+            parts.append(np.asarray(output, dtype=np.float32).reshape(-1))
+        seconds = time.perf_counter() - started
+    probabilities = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    return Predictions(probabilities, seconds, calls=len(parts))
+
+
+def make_explainer(classifier: Classifier, layer: str) -> Any:
+    """A :class:`pcam.gradcam.GradCAM` of the tumour logit at ``layer`` (built once: cache it).
+
+    Raises a one-line :class:`pcam.errors.PCamError` for a model Grad-CAM cannot explain.
+    """
+    from pcam.gradcam import GradCAM
+
+    with classifier.lock:
+        try:
+            explainer = GradCAM(classifier.model, layer)
+            # compile its tf.function now (once per batch signature), not on the first upload
+            explainer.explain(np.zeros((1, *layout.IMAGE_SHAPE), dtype=np.uint8))
+        except PCamError:
+            raise
+        except Exception as error:  # whatever TensorFlow raises for a graph it cannot take apart
+            raise InvalidArgumentError(
+                "layer", "a layer Grad-CAM can explain", f"{layer} ({_first_line(error)})"
+            ) from None
+    return explainer
+
+
+@dataclass(frozen=True)
+class Maps:
+    """Grad-CAM maps ``float32 [n, 96, 96]`` in ``[0, 1]``, for each class."""
+
+    tumour: npt.NDArray[np.float32]
+    normal: npt.NDArray[np.float32]
+
+
+def gradcam_maps(explainer: Any, classifier: Classifier, patches: npt.ArrayLike) -> Maps:
+    """The maps of both classes for every patch, upsampled to 96x96."""
+    batch = _check_patches(patches)
+    by_class: dict[int, list[npt.NDArray[np.float32]]] = {0: [], 1: []}
+    with classifier.lock:
+        for start in range(0, len(batch), BATCH_SIZE):
+            chunk = batch[start : start + BATCH_SIZE]
+            for class_index, found in by_class.items():
+                maps, _ = explainer.explain(chunk, class_index, size=(_SIDE, _SIDE))
+                found.append(maps)
+    empty = np.zeros((0, _SIDE, _SIDE), dtype=np.float32)
+    return Maps(
+        tumour=np.concatenate(by_class[1]) if by_class[1] else empty,
+        normal=np.concatenate(by_class[0]) if by_class[0] else empty,
+    )
+
+
+def select_maps(
+    maps: Maps, probabilities: npt.ArrayLike, threshold: float, target: Target
+) -> npt.NDArray[np.float32]:
+    """Each patch's map of ``target``: tumour, normal, or the label predicted at ``threshold``."""
+    if target == "tumour":
+        return maps.tumour
+    if target == "normal":
+        return maps.normal
+    if target != "predicted":
+        raise InvalidArgumentError("target", f"one of {', '.join(TARGETS)}", target)
+    tumour = np.asarray(probabilities, dtype=np.float32).reshape(-1) >= threshold
+    chosen: npt.NDArray[np.float32] = np.where(tumour[:, None, None], maps.tumour, maps.normal)
+    return chosen
+
+
+def overlays(
+    patches: npt.ArrayLike, maps: npt.ArrayLike, opacity: float
+) -> list[npt.NDArray[np.uint8]]:
+    """Each patch blended with its coloured map (jet): ``(1 - opacity) * patch + opacity * map``."""
+    from pcam.explain_plots import overlay
+
+    batch = _check_patches(patches)
+    heat = np.asarray(maps, dtype=np.float32)
+    if heat.shape != batch.shape[:3]:
+        raise InvalidArgumentError(
+            "maps", f"one 96x96 map per patch, shape {batch.shape[:3]}", f"shape {heat.shape}"
+        )
+    return [
+        overlay(image, heatmap, alpha=opacity) for image, heatmap in zip(batch, heat, strict=True)
+    ]
+
+
+# -- the batch table ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the batch table."""
+
+    file: str
+    probability: float
+    label: str
+    inference_ms: float
+    note: str
+
+
+def label_of(probability: float, threshold: float = DEFAULT_THRESHOLD) -> str:
+    """``"tumour"`` at or above the threshold, else ``"normal"``."""
+    return "tumour" if probability >= threshold else "normal"
+
+
+def format_probability(probability: float) -> str:
+    """A probability as the app shows it (three decimals)."""
+    return f"{probability:.3f}"
+
+
+def make_rows(
+    names: Sequence[str],
+    predictions: Predictions,
+    notes: Sequence[str | None],
+    threshold: float = DEFAULT_THRESHOLD,
+) -> list[Row]:
+    """The batch table: one row per patch, in upload order."""
+    probabilities = [float(p) for p in predictions.probabilities]
+    if not len(names) == len(probabilities) == len(notes):
+        raise InvalidArgumentError(
+            "names, notes",
+            f"one per prediction ({len(probabilities)})",
+            f"{len(names)} names, {len(notes)} notes",
+        )
+    return [
+        Row(
+            file=name,
+            probability=probability,
+            label=label_of(probability, threshold),
+            inference_ms=predictions.ms_per_patch,
+            note=note or "",
+        )
+        for name, probability, note in zip(names, probabilities, notes, strict=True)
+    ]
+
+
+def table_columns(rows: Sequence[Row]) -> dict[str, list[Any]]:
+    """The rows as columns (what ``st.dataframe`` takes), in :data:`CSV_COLUMNS` order."""
+    return {column: [getattr(row, column) for row in rows] for column in CSV_COLUMNS}
+
+
+def rows_to_csv(rows: Sequence[Row]) -> str:
+    """The batch table as CSV text: a header, then probabilities to 6 decimals, ms to 3."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow(
+            [row.file, f"{row.probability:.6f}", row.label, f"{row.inference_ms:.3f}", row.note]
+        )
+    return buffer.getvalue()
+
+
+def _check_patches(patches: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+    batch = np.asarray(patches)
+    if batch.ndim != 4 or batch.shape[1:] != layout.IMAGE_SHAPE or batch.dtype != np.uint8:
+        raise InvalidArgumentError(
+            "patches", "uint8 [n, 96, 96, 3]", f"{batch.dtype} {list(batch.shape)}"
+        )
+    return batch
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
