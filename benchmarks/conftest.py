@@ -13,10 +13,11 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 QUICK = os.environ.get("PCAM_BENCH_QUICK", "1" if os.environ.get("CI") else "0") == "1"
-"""A smoke run, the default under CI (``PCAM_BENCH_QUICK=0`` turns it off): a 8,000-patch loader
-split instead of 33,000 and no ResNet50 train-step rounds, so CI stays within its time budget.
+"""A smoke run, the default under CI (``PCAM_BENCH_QUICK=0`` turns it off): a 4,000-patch loader
+split instead of 33,000, 3 rounds of the small model instead of 5 and no ResNet50 train-step
+rounds, so CI stays within its time budget.
 ``python -m tox -e bench`` on a workstation runs everything."""
-BENCH_PATCHES = int(os.environ.get("PCAM_BENCH_PATCHES", "8000" if QUICK else "33000"))
+BENCH_PATCHES = int(os.environ.get("PCAM_BENCH_PATCHES", "4000" if QUICK else "33000"))
 """Patches of the loader benchmarks' split (33,000 patches = 0.91 GB)."""
 TRAIN_PATCHES = 4096  # 113 MB: a whole number of batches of 32 and of 64
 LOADER_SECTION = "pcam loader benchmarks"

@@ -85,7 +85,7 @@ class Setting:
 
 
 TRAIN_SETTINGS = (
-    Setting("small", "small", batch=64, steps=40, gpu_steps=300, rounds=5),
+    Setting("small", "small", batch=64, steps=40, gpu_steps=300, rounds=3 if QUICK else 5),
     Setting("resnet50 frozen", "resnet50", batch=32, steps=6, gpu_steps=100, freeze_backbone=True),
     Setting("resnet50 full", "resnet50", batch=32, steps=2, gpu_steps=100),
 )
