@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile the train step with XLA (default: on where a GPU is present)",
     )
     train.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="bit-identical runs for the same seed on the same machine: seeded, deterministic "
+        "ops (slower on a GPU; see README)",
+    )
+    train.add_argument(
         "--overwrite",
         action="store_true",
         help="start afresh where a finished run is (an interrupted run always resumes)",
@@ -625,6 +631,7 @@ def _run_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         mixed_precision=args.mixed_precision,
         xla=args.xla,
+        deterministic=args.deterministic,
     )
     history = train(config, verbose=2 if not sys.stdout.isatty() else "auto")
     best = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
@@ -815,6 +822,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             patience=args.epochs,
             overwrite=True,
+            deterministic=True,
         ),
         verbose=2 if not sys.stdout.isatty() else "auto",
     )

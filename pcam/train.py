@@ -14,12 +14,15 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 
+from pcam.backup import ResumableBackup, finished_epochs
 from pcam.data.split import open_split
 from pcam.errors import InvalidArgumentError, OutputExistsError
 from pcam.model import ARCHITECTURES, build_model, resolve_weights
@@ -65,6 +68,8 @@ class TrainConfig:
     """Compute in float16 (variables stay float32); ``None``: on where a GPU is present."""
     xla: bool | None = None
     """Compile the train step with XLA; ``None``: on where a GPU is present."""
+    deterministic: bool = False
+    """Bit-identical runs for the same seed on the same machine (see :func:`deterministic_ops`)."""
 
     def check(self) -> None:
         """Raise :class:`InvalidArgumentError` for a setting out of range."""
@@ -122,6 +127,38 @@ def train(config: TrainConfig, *, verbose: int | str = "auto") -> dict[str, list
     valid split (metrics are means, so they are the same as on one device).
     """
     config.check()
+    with deterministic_ops(config.deterministic, config.seed):
+        return _train(config, verbose=verbose)
+
+
+@contextmanager
+def deterministic_ops(enabled: bool, seed: int) -> Iterator[None]:
+    """Within the block, make TensorFlow's results a function of ``seed`` alone (if ``enabled``).
+
+    Seeds Python, NumPy and TensorFlow (``keras.utils.set_random_seed``) and switches on
+    TensorFlow's op determinism, which picks deterministic kernels (or raises for an op that has
+    none) and makes ``tf.data`` keep its order. The rest is the project's own: the loader is a
+    pure function of ``(seed, epoch, step)``, and a resumed run restores the loader's position,
+    the optimizer, the dropout seed counters and early stopping (:mod:`pcam.backup`). The previous
+    op-determinism setting comes back after the block, since it is global to the process.
+    """
+    if not enabled:
+        yield
+        return
+    from tensorflow.python.framework import config as tf_config
+
+    was_enabled = tf_config.is_op_determinism_enabled()
+    keras.utils.set_random_seed(seed)
+    tf_config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            tf_config.disable_op_determinism()
+
+
+def _train(config: TrainConfig, *, verbose: int | str) -> dict[str, list[float]]:
+    """The body of :func:`train`, with ``config`` already checked."""
     run = Path(config.out)
     train_split = open_split(config.data, "train")
     open_split(config.data, "valid")
@@ -139,7 +176,9 @@ def train(config: TrainConfig, *, verbose: int | str = "auto") -> dict[str, list
     _write_json_atomically(logs / "config.json", asdict(config))
     samples = min(config.max_train_samples or len(train_split), len(train_split))
     steps = max(1, math.ceil(samples / config.batch_size))
-    train_data, valid_data = _distributed_datasets(strategy, config)
+    # a resumed run's stream goes on after the batches its finished epochs consumed
+    resumed_steps = finished_epochs(logs / "backup") * steps
+    train_data, valid_data = _distributed_datasets(strategy, config, resumed_steps)
     gpu = gpu_present()
     mixed = gpu if config.mixed_precision is None else config.mixed_precision
     jit = gpu if config.xla is None else config.xla
@@ -159,12 +198,14 @@ def train(config: TrainConfig, *, verbose: int | str = "auto") -> dict[str, list
         )
     if config.strategy == "multiworker":
         prepare_multiworker_fit(model, strategy)
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(logs / "backup"), delete_checkpoint=True),
         AtomicBestModel(run / "model.keras", chief=worker == 0),
         keras.callbacks.CSVLogger(str(logs / "training_log.csv"), append=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
+        early_stopping,
         keras.callbacks.TensorBoard(str(logs / "tensorboard"), write_graph=False),
+        # last: it restores early stopping's state after that callback resets it
+        ResumableBackup(str(logs / "backup"), early_stopping=early_stopping),
     ]
     history = model.fit(
         train_data,
@@ -191,13 +232,20 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int) -> Any:
     )
 
 
-def _distributed_datasets(strategy: Any, config: TrainConfig) -> tuple[Any, Any]:
-    """The train and valid datasets, distributed over the strategy's workers and replicas."""
+def _distributed_datasets(
+    strategy: Any, config: TrainConfig, resumed_steps: int = 0
+) -> tuple[Any, Any]:
+    """The train and valid datasets, distributed over the strategy's workers and replicas.
+
+    ``resumed_steps`` training steps were already taken (a resumed run): each input pipeline
+    starts after the batches they consumed, one per replica it feeds per step.
+    """
     from pcam.data.stream import make_dataset
 
     several = strategy.num_replicas_in_sync > 1
 
     def train_pipeline(context: Any) -> Any:
+        replicas_fed = context.num_replicas_in_sync // context.num_input_pipelines
         return make_dataset(
             config.data,
             "train",
@@ -209,6 +257,7 @@ def _distributed_datasets(strategy: Any, config: TrainConfig) -> tuple[Any, Any]
             num_shards=context.num_input_pipelines,
             shard_index=context.input_pipeline_id,
             drop_remainder=several,
+            start_batch=resumed_steps * replicas_fed,
         )
 
     def valid_pipeline(context: Any) -> Any:

@@ -10,12 +10,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
 
 from pcam.cli import main
+
+if TYPE_CHECKING:
+    from pcam.train import TrainConfig
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 
@@ -53,9 +58,10 @@ def test_small_model_trains_and_fills_the_run_directory(
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_and_finishes_with_the_right_epochs(
-    synthetic_root: Path, tmp_path: Path
+def test_a_killed_run_resumes_with_the_right_epochs_and_bit_identical_weights(
+    synthetic_root: Path, tmp_path: Path, deterministic_run: Path
 ) -> None:
+    """SIGKILL in the middle of an epoch, then the same command: the uninterrupted run's weights."""
     run = tmp_path / "run"
     command = [
         sys.executable,
@@ -69,11 +75,16 @@ def test_a_killed_run_resumes_and_finishes_with_the_right_epochs(
         "--model",
         "small",
         "--epochs",
-        "6",
+        "4",
+        "--batch-size",
+        "64",
         "--max-train-samples",
         "512",
         "--patience",
         "10",
+        "--seed",
+        "0",
+        "--deterministic",
     ]
     first = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -84,7 +95,7 @@ def test_a_killed_run_resumes_and_finishes_with_the_right_epochs(
     first.send_signal(signal.SIGKILL)
     first.wait()
     done_before = _epochs_logged(run)
-    assert 1 <= len(done_before) < 6
+    assert 1 <= len(done_before) < 4
     from pcam.model import load_model
 
     load_model(run / "model.keras")  # the checkpoint on disk is whole
@@ -92,8 +103,11 @@ def test_a_killed_run_resumes_and_finishes_with_the_right_epochs(
         command, env=ENV, capture_output=True, text=True, timeout=600, check=False
     )
     assert second.returncode == 0, second.stderr[-2000:]
-    assert _epochs_logged(run) == [0, 1, 2, 3, 4, 5]  # resumed: no epoch twice, none missing
+    assert _epochs_logged(run) == [0, 1, 2, 3]  # resumed: no epoch twice, none missing
     assert not (run / "backup").exists()  # removed once training finished
+    _assert_same_weights(_final_weights(deterministic_run), _final_weights(run))
+    expected = (deterministic_run / "training_log.csv").read_bytes()
+    assert (run / "training_log.csv").read_bytes() == expected
 
 
 def test_bad_input_is_one_line_and_writes_nothing(
@@ -193,3 +207,128 @@ sys.exit(main(["train", "--data", {str(synthetic_root)!r}, "--out", {str(tmp_pat
         "pcam train: error: batch_size: expected a multiple of the 2 replicas in sync, found 33"
     ], result.stderr[-2000:]
     assert not (tmp_path / "run").exists()
+
+
+def _deterministic_config(data: Path, out: Path, **changes: object) -> TrainConfig:
+    """A short deterministic run of the small model: 4 epochs of 8 steps."""
+    from pcam.train import TrainConfig
+
+    settings: dict[str, Any] = {
+        "data": str(data),
+        "out": str(out),
+        "model": "small",
+        "epochs": 4,
+        "batch_size": 64,
+        "max_train_samples": 512,
+        "patience": 10,
+        "seed": 0,
+        "deterministic": True,
+    }
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+def _final_weights(run: Path) -> list[np.ndarray]:
+    """The weights of the run's model, which must be its last epoch's (checked via best.json)."""
+    from pcam.model import load_model
+
+    assert json.loads((run / "best.json").read_text())["epoch"] == 4, "the last epoch is not best"
+    return [np.asarray(w) for w in load_model(run / "model.keras").get_weights()]
+
+
+def _assert_same_weights(left: list[np.ndarray], right: list[np.ndarray]) -> None:
+    assert len(left) == len(right)
+    for index, (a, b) in enumerate(zip(left, right, strict=True)):
+        assert a.dtype == b.dtype
+        assert np.array_equal(a, b), f"weight {index} differs by up to {np.abs(a - b).max()}"
+
+
+@pytest.fixture(scope="module")
+def deterministic_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted deterministic run, the reference of the determinism tests."""
+    from pcam.train import train
+
+    run = tmp_path_factory.mktemp("deterministic") / "run"
+    train(_deterministic_config(synthetic_root, run), verbose=0)
+    return run
+
+
+@pytest.mark.slow
+def test_two_deterministic_runs_are_bit_identical_and_the_seed_matters(
+    synthetic_root: Path, tmp_path: Path, deterministic_run: Path
+) -> None:
+    from pcam.model import load_model
+    from pcam.testing import generate
+    from pcam.train import train
+
+    again = tmp_path / "again"
+    train(_deterministic_config(synthetic_root, again), verbose=0)
+    _assert_same_weights(_final_weights(deterministic_run), _final_weights(again))
+    log = (deterministic_run / "training_log.csv").read_bytes()
+    assert (again / "training_log.csv").read_bytes() == log  # every logged digit
+    patches = generate(64, seed=5).images
+    first = load_model(deterministic_run / "model.keras").predict(patches, verbose=0)
+    second = load_model(again / "model.keras").predict(patches, verbose=0)
+    assert np.array_equal(first, second)
+
+    other_seed = tmp_path / "seed1"
+    train(_deterministic_config(synthetic_root, other_seed, seed=1, epochs=1), verbose=0)
+    assert (other_seed / "training_log.csv").read_bytes().splitlines()[1] != log.splitlines()[1]
+
+
+def test_deterministic_ops_are_switched_on_only_inside_the_block() -> None:
+    from tensorflow import random as tf_random
+    from tensorflow.python.framework import config as tf_config
+
+    from pcam.train import deterministic_ops
+
+    assert not tf_config.is_op_determinism_enabled()
+    with deterministic_ops(False, 0):
+        assert not tf_config.is_op_determinism_enabled()
+    with deterministic_ops(True, 7):
+        assert tf_config.is_op_determinism_enabled()
+        draw = float(tf_random.uniform([]))
+    assert not tf_config.is_op_determinism_enabled()
+    with deterministic_ops(True, 7):
+        assert float(tf_random.uniform([])) == draw  # seeded from the seed given
+    with deterministic_ops(True, 8):
+        assert float(tf_random.uniform([])) != draw
+
+
+class _Interrupt(Exception):
+    """Stands for a crash in the middle of an epoch."""
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_mid_epoch_resumes_bit_identical(
+    synthetic_root: Path,
+    tmp_path: Path,
+    deterministic_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The resumed run restores the loader's position, dropout draws and optimizer exactly."""
+    import keras
+
+    from pcam.train import train
+
+    run = tmp_path / "run"
+    batch_end = keras.callbacks.CSVLogger.on_train_batch_end
+    seen = {"batches": 0}
+
+    def crash_in_epoch_two(self: Any, batch: int, logs: Any = None) -> None:
+        seen["batches"] += 1
+        if seen["batches"] == 8 + 3:  # the 4th step of the 2nd epoch
+            raise _Interrupt
+        batch_end(self, batch, logs)
+
+    monkeypatch.setattr(keras.callbacks.CSVLogger, "on_train_batch_end", crash_in_epoch_two)
+    with pytest.raises(_Interrupt):
+        train(_deterministic_config(synthetic_root, run), verbose=0)
+    monkeypatch.undo()
+    assert _epochs_logged(run) == [0]
+    assert (run / "backup" / "pcam_state.json").is_file()
+    train(_deterministic_config(synthetic_root, run), verbose=0)
+    assert _epochs_logged(run) == [0, 1, 2, 3]
+    _assert_same_weights(_final_weights(deterministic_run), _final_weights(run))
+    expected = (deterministic_run / "training_log.csv").read_bytes()
+    assert (run / "training_log.csv").read_bytes() == expected

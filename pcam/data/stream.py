@@ -18,6 +18,7 @@ import tensorflow as tf
 from pcam.data.colour import ColourJitter, jitter_colours, unpack_pixels
 from pcam.data.reader import EpochReader, StreamOptions
 from pcam.data.split import open_split
+from pcam.errors import InvalidArgumentError
 from pcam.layout import IMAGE_SHAPE
 
 try:  # the class of the iterators that ``iter(dataset)`` returns in eager mode
@@ -29,8 +30,8 @@ except ImportError:  # pragma: no cover - a TensorFlow that moved it: no exit ho
 class _EpochCounter:
     """Numbers the epochs of a dataset that is iterated several times (thread-safe)."""
 
-    def __init__(self) -> None:
-        self._next = 0
+    def __init__(self, first: int = 0) -> None:
+        self._next = first
         self._lock = threading.Lock()
 
     def take(self) -> int:
@@ -83,6 +84,7 @@ def make_dataset(
     shard_index: int = 0,
     drop_remainder: bool = False,
     colour_jitter: ColourJitter | None = None,
+    start_batch: int = 0,
 ) -> tf.data.Dataset:
     """Stream one PCam split as batches ``(images uint8 [B, 96, 96, 3], labels int32 [B])``.
 
@@ -94,6 +96,9 @@ def make_dataset(
     - ``num_shards`` / ``shard_index``: read only one of ``num_shards`` disjoint parts that
       together cover the split (for multi-worker training).
     - ``drop_remainder``: drop the last, partial batch of each epoch.
+    - ``start_batch``: batches of the stream already consumed, counted over all epochs (a
+      resumed training run); the stream goes on exactly as if it had produced them. Without
+      ``repeat`` it must be a whole number of epochs.
 
     The split is validated here (see :func:`pcam.data.open_split`), so bad files fail at once.
     Files are opened lazily by the reader, so the dataset survives forks and pickling.
@@ -111,7 +116,19 @@ def make_dataset(
     )
     reader = EpochReader(handle, options)
     steps = reader.num_batches()
-    counter = _EpochCounter()
+    if repeat and steps == 0:  # an endless stream of empty epochs would never yield
+        raise InvalidArgumentError(
+            "batch_size", f"at most the {reader.order(0).size} patches of this shard", batch_size
+        )
+    if not isinstance(start_batch, int) or start_batch < 0:
+        raise InvalidArgumentError("start_batch", "an integer >= 0", start_batch)
+    if not repeat and start_batch % max(steps, 1):
+        raise InvalidArgumentError(
+            "start_batch",
+            f"a multiple of the {steps} batches of an epoch (repeat=False)",
+            start_batch,
+        )
+    counter = _EpochCounter(first=start_batch // max(steps, 1))
     batch_dim = batch_size if drop_remainder else None
     if augment:  # packed 4-byte pixels, unpacked by the colour stage (see pcam.data.reader)
         image_spec = tf.TensorSpec(shape=(batch_dim, *IMAGE_SHAPE[:2]), dtype=tf.uint32)
@@ -135,14 +152,16 @@ def make_dataset(
         labels = tf.ensure_shape(labels, [batch_dim])
         return (images, labels, position) if augment else (images, labels)
 
-    # One element per epoch, expanded into that epoch's batch positions. Each pass over a
-    # non-repeating dataset draws the next epoch number, so each Keras epoch is a new permutation.
-    epochs = tf.data.Dataset.range(1)
-    if repeat:
-        epochs = epochs.repeat()
-    positions = epochs.map(next_epoch).flat_map(
-        lambda epoch: tf.data.Dataset.range(epoch * steps, (epoch + 1) * steps)
-    )
+    if repeat:  # one endless run of batch positions, from the first one not yet consumed
+        positions = tf.data.Dataset.counter(start=start_batch, dtype=tf.int64)
+    else:
+        # One element, expanded into that epoch's batch positions. Each pass over the dataset
+        # draws the next epoch number, so each Keras epoch is a new permutation.
+        positions = (
+            tf.data.Dataset.range(1)
+            .map(next_epoch)
+            .flat_map(lambda epoch: tf.data.Dataset.range(epoch * steps, (epoch + 1) * steps))
+        )
     dataset = positions.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if not repeat:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
