@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,9 +18,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from pcam.cli import main
-
-if TYPE_CHECKING:
-    from pcam.train import TrainConfig
+from tests.conftest import deterministic_config
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 
@@ -209,25 +207,6 @@ sys.exit(main(["train", "--data", {str(synthetic_root)!r}, "--out", {str(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-def _deterministic_config(data: Path, out: Path, **changes: object) -> TrainConfig:
-    """A short deterministic run of the small model: 4 epochs of 8 steps."""
-    from pcam.train import TrainConfig
-
-    settings: dict[str, Any] = {
-        "data": str(data),
-        "out": str(out),
-        "model": "small",
-        "epochs": 4,
-        "batch_size": 64,
-        "max_train_samples": 512,
-        "patience": 10,
-        "seed": 0,
-        "deterministic": True,
-    }
-    settings.update(changes)
-    return TrainConfig(**settings)
-
-
 def _final_weights(run: Path) -> list[np.ndarray]:
     """The weights of the run's model, which must be its last epoch's (checked via best.json)."""
     from pcam.model import load_model
@@ -243,16 +222,6 @@ def _assert_same_weights(left: list[np.ndarray], right: list[np.ndarray]) -> Non
         assert np.array_equal(a, b), f"weight {index} differs by up to {np.abs(a - b).max()}"
 
 
-@pytest.fixture(scope="module")
-def deterministic_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One uninterrupted deterministic run, the reference of the determinism tests."""
-    from pcam.train import train
-
-    run = tmp_path_factory.mktemp("deterministic") / "run"
-    train(_deterministic_config(synthetic_root, run), verbose=0)
-    return run
-
-
 @pytest.mark.slow
 def test_two_deterministic_runs_are_bit_identical_and_the_seed_matters(
     synthetic_root: Path, tmp_path: Path, deterministic_run: Path
@@ -262,7 +231,7 @@ def test_two_deterministic_runs_are_bit_identical_and_the_seed_matters(
     from pcam.train import train
 
     again = tmp_path / "again"
-    train(_deterministic_config(synthetic_root, again), verbose=0)
+    train(deterministic_config(synthetic_root, again), verbose=0)
     _assert_same_weights(_final_weights(deterministic_run), _final_weights(again))
     log = (deterministic_run / "training_log.csv").read_bytes()
     assert (again / "training_log.csv").read_bytes() == log  # every logged digit
@@ -272,7 +241,7 @@ def test_two_deterministic_runs_are_bit_identical_and_the_seed_matters(
     assert np.array_equal(first, second)
 
     other_seed = tmp_path / "seed1"
-    train(_deterministic_config(synthetic_root, other_seed, seed=1, epochs=1), verbose=0)
+    train(deterministic_config(synthetic_root, other_seed, seed=1, epochs=1), verbose=0)
     assert (other_seed / "training_log.csv").read_bytes().splitlines()[1] != log.splitlines()[1]
 
 
@@ -323,11 +292,11 @@ def test_a_run_interrupted_mid_epoch_resumes_bit_identical(
 
     monkeypatch.setattr(keras.callbacks.CSVLogger, "on_train_batch_end", crash_in_epoch_two)
     with pytest.raises(_Interrupt):
-        train(_deterministic_config(synthetic_root, run), verbose=0)
+        train(deterministic_config(synthetic_root, run), verbose=0)
     monkeypatch.undo()
     assert _epochs_logged(run) == [0]
     assert (run / "backup" / "pcam_state.json").is_file()
-    train(_deterministic_config(synthetic_root, run), verbose=0)
+    train(deterministic_config(synthetic_root, run), verbose=0)
     assert _epochs_logged(run) == [0, 1, 2, 3]
     _assert_same_weights(_final_weights(deterministic_run), _final_weights(run))
     expected = (deterministic_run / "training_log.csv").read_bytes()
