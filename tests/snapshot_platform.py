@@ -7,38 +7,15 @@ tolerances apply before any test runs.
 from __future__ import annotations
 
 import json
-import os
-import platform
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+from pcam.testing.snapshot import platform_fingerprint
 
 SNAPSHOTS = Path(__file__).with_name("test_snapshots")
 """The recorded snapshots (``pytest-regressions`` files) and the platform they come from."""
 
 PLATFORM_FILE = SNAPSHOTS / "platform.json"
-
-
-def platform_fingerprint() -> dict[str, Any]:
-    """What decides the exact bits of a run: TensorFlow, the CPU's vector units, oneDNN.
-
-    The same fingerprint gives bit-identical runs (measured: Python 3.11 and 3.13 on one
-    machine). A different one takes other kernels, whose rounding the training amplifies.
-    """
-    flags: set[str] = set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                flags.update(line.split(":", 1)[1].split())
-                break
-    vector_units = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
-    return {
-        "tensorflow": version("tensorflow"),
-        "machine": platform.machine(),
-        "vector_units": vector_units,
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
-    }
 
 
 def recorded_platform() -> dict[str, Any] | None:

@@ -82,3 +82,33 @@ def test_bad_input_is_rejected() -> None:
         d4.transform(np.zeros((2, 4, 4, 3)), np.zeros(3, np.uint8))
     with pytest.raises(InvalidArgumentError, match="images: expected"):
         d4.transform(np.zeros((2, 4, 5, 3)), np.zeros(2, np.uint8))
+
+
+def test_random_codes_are_uniform_over_all_eight_and_seeded() -> None:
+    codes = d4.random_codes(np.random.default_rng(7), 8000)
+    assert codes.dtype == np.uint8
+    assert codes.shape == (8000,)
+    counts = np.bincount(codes, minlength=8)
+    assert counts.size == 8  # nothing outside 0..7
+    assert counts.min() > 850  # 1,000 expected per code
+    again = d4.random_codes(np.random.default_rng(7), 8000)
+    np.testing.assert_array_equal(codes, again)
+    assert not np.array_equal(codes, d4.random_codes(np.random.default_rng(8), 8000))
+    assert d4.random_codes(np.random.default_rng(7), 0).shape == (0,)
+
+
+def test_bad_input_gives_exact_messages() -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        d4.apply_one(np.zeros((4, 4, 3)), 8)
+    assert str(caught.value) == "code: expected an integer in [0, 8), found 8"
+    with pytest.raises(InvalidArgumentError) as caught:
+        d4.apply_one(np.zeros((4, 4, 3)), -1)
+    assert str(caught.value) == "code: expected an integer in [0, 8), found -1"
+    with pytest.raises(InvalidArgumentError) as caught:
+        d4.transform(np.zeros((2, 4, 4, 3)), np.zeros(3, np.uint8))
+    assert str(caught.value) == "codes: expected one code per image, shape (2,), found (3,)"
+    with pytest.raises(InvalidArgumentError) as caught:
+        d4.transform(np.zeros((2, 4, 5, 3)), np.zeros(2, np.uint8))
+    assert str(caught.value) == (
+        "images: expected a batch [B, H, W, C] of square images, found (2, 4, 5, 3)"
+    )

@@ -27,9 +27,15 @@ class _Plan:
 
     files: dict[str, bytes] = field(default_factory=dict)
     cut_after: dict[str, int] = field(default_factory=dict)  # cut once after N bytes
+    cut_times: dict[str, int] = field(default_factory=dict)  # cut that many answers (default 1)
     html: bool = False
+    page: tuple[str, bytes] | None = None  # (content type, body) sent with 200 for every file
     ignore_range: bool = False
+    no_length: bool = False  # no Content-Length header: the body ends when the connection closes
+    content_range: str | None = None  # replaces the Content-Range of a 206 ("": none sent)
+    garbage: bytes | None = None  # sent instead of an HTTP answer, then the connection closes
     requests: list[tuple[str, str | None]] = field(default_factory=list)
+    agents: list[str | None] = field(default_factory=list)  # User-Agent of each request
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -42,30 +48,50 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         name = self.path.split("?")[0].rsplit("/", 1)[-1]
         ranged = self.headers.get("Range")
         self.plan.requests.append((name, ranged))
+        self.plan.agents.append(self.headers.get("User-Agent"))
+        if self.plan.garbage is not None:
+            self.wfile.write(self.plan.garbage)
+            self.close_connection = True
+            return
         if self.plan.ignore_range:
             ranged = None
+        page = self.plan.page
         if self.plan.html:
-            body = b"<!DOCTYPE html><html><body>Service unavailable</body></html>"
+            page = (
+                "text/html; charset=utf-8",
+                b"<!DOCTYPE html><html><body>Service unavailable</body></html>",
+            )
+        if page is not None:
             self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Type", page[0])
+            self.send_header("Content-Length", str(len(page[1])))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(page[1])
             return
         data = self.plan.files.get(name)
         if data is None:
             self.send_error(404)
             return
         start = int(ranged.removeprefix("bytes=").rstrip("-")) if ranged else 0
+        if ranged and start >= len(data):  # as real servers do (RFC 9110)
+            self.send_error(416)
+            return
         body = data[start:]
         self.send_response(206 if ranged else 200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        if ranged:
+        if not self.plan.no_length:
+            self.send_header("Content-Length", str(len(body)))
+        if ranged and self.plan.content_range is None:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        elif ranged and self.plan.content_range:
+            self.send_header("Content-Range", self.plan.content_range)
         self.end_headers()
-        cut = self.plan.cut_after.pop(name, None)
+        cut = self.plan.cut_after.get(name)
         if cut is not None:
+            times = self.plan.cut_times.get(name, 1) - 1
+            self.plan.cut_times[name] = times
+            if times <= 0:
+                del self.plan.cut_after[name]
             self.wfile.write(body[:cut])
             self.wfile.flush()
             self.close_connection = True
@@ -286,3 +312,105 @@ def test_cli_server_down(
     assert err.startswith("pcam download: error: ")
     assert err.count("\n") == 1
     assert "connection refused" in err
+
+
+# -- the checksum table --------------------------------------------------------------------------
+
+# The corrected table (../shared/pcam-format.md: the .gz md5 as published by TensorFlow Datasets,
+# the .h5 md5 as published by another loader; the official README swaps the valid and test rows).
+EXPECTED_TABLE = {
+    "camelyonpatch_level_2_split_train_x.h5": (
+        "train",
+        "1571f514728f59376b705fc836ff4b63",
+        "01844da899645b4d6f84946d417ba453",
+    ),
+    "camelyonpatch_level_2_split_train_y.h5": (
+        "train",
+        "35c2d7259d906cfc8143347bb8e05be7",
+        "0781386bf6c2fb62d58ff18891466aca",
+    ),
+    "camelyonpatch_level_2_split_valid_x.h5": (
+        "valid",
+        "d5b63470df7cfa627aeec8b9dc0c066e",
+        "81cf9680f1724c40673f10dc88e909b1",
+    ),
+    "camelyonpatch_level_2_split_valid_y.h5": (
+        "valid",
+        "2b85f58b927af9964a4c15b8f7e8f179",
+        "94d8aacc249253159ce2a2e78a86e658",
+    ),
+    "camelyonpatch_level_2_split_test_x.h5": (
+        "test",
+        "d8c2d60d490dbd479f8199bdfa0cf6ec",
+        "2614b2e6717d6356be141d9d6dbfcb7e",
+    ),
+    "camelyonpatch_level_2_split_test_y.h5": (
+        "test",
+        "60a7035772fbdb7f34eb86d4420cf66a",
+        "11ed647efe9fe457a4eb45df1dba19ba",
+    ),
+    "camelyonpatch_level_2_split_train_meta.csv": (
+        "train",
+        "5a3dd671e465cfd74b5b822125e65b0a",
+        None,
+    ),
+    "camelyonpatch_level_2_split_valid_meta.csv": (
+        "valid",
+        "67589e00a4a37ec317f2d1932c7502ca",
+        None,
+    ),
+    "camelyonpatch_level_2_split_test_meta.csv": ("test", "3455fd69135b66734e1008f3af684566", None),
+}
+
+
+def test_the_checksum_table_is_the_corrected_one() -> None:
+    table = {
+        entry.name: (entry.split, entry.served_md5, entry.md5) for entry in pcam.download.PCAM_FILES
+    }
+    assert table == EXPECTED_TABLE
+    assert [entry.name for entry in pcam.download.PCAM_FILES] == list(EXPECTED_TABLE)
+
+
+def test_every_file_of_the_table_belongs_to_its_split_and_is_served_as_expected() -> None:
+    digests = [e.served_md5 for e in pcam.download.PCAM_FILES]
+    digests += [e.md5 for e in pcam.download.PCAM_FILES if e.md5 is not None]
+    assert len(set(digests)) == len(digests) == 15  # no digest twice: no row copied or swapped
+    for entry in pcam.download.PCAM_FILES:
+        assert f"_split_{entry.split}_" in entry.name, entry
+        assert entry.split in layout.SPLITS
+        if entry.name.endswith(".h5"):
+            assert entry.gzipped
+            assert entry.served_name == entry.name + ".gz"
+        else:
+            assert not entry.gzipped
+            assert entry.served_name == entry.name
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("split", layout.SPLITS)
+def test_the_table_matches_the_real_label_files(split: str) -> None:
+    """The real ``*_y.h5`` files in ``../shared/data/pcam-labels`` have the table's unpacked md5.
+
+    Two rows exchanged in the table (the official README's valid/test swap) fail here, long
+    before a real download would notice.
+    """
+    from tests.test_realdata import require, shared_data_dir
+
+    name = layout.h5_name(split, "y")
+    path = shared_data_dir() / "pcam-labels" / name
+    require(path)
+    (entry,) = [e for e in pcam.download.PCAM_FILES if e.name == name]
+    assert entry.split == split
+    found = pcam.download.md5_of(path)
+    assert found == hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+    assert found == entry.md5, f"{name}: md5 {found}, the table says {entry.md5}"
+
+
+def test_md5_of_reads_files_larger_than_one_chunk(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (pcam.download.CHUNK // 256 * 2 + 3)  # two chunks and a bit
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    assert pcam.download.md5_of(path) == _md5(data)
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    assert pcam.download.md5_of(empty) == _md5(b"")

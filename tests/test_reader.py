@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import pickle
 import tempfile
+from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcam.data import d4
-from pcam.data.reader import EpochReader, StreamOptions, unpack_pixels
+from pcam.data.order import epoch_order
+from pcam.data.reader import EpochReader, StreamOptions, _remember, unpack_pixels
 from pcam.data.split import open_split
+from pcam.errors import InvalidArgumentError
+from pcam.testing import write_split
 from pcam.testing.strategies import SplitSpec, split_specs, stream_options, write_spec
 
 
@@ -143,3 +150,146 @@ def test_reads_are_the_same_from_any_thread_and_in_any_order(synthetic_root: Pat
         again_images, again_labels = fresh.read_batch(1, step)
         np.testing.assert_array_equal(images, again_images)
         np.testing.assert_array_equal(labels, again_labels)
+
+
+# -- exact values: options, seeded codes, read-ahead and caches ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 0}, "batch_size: expected an integer >= 1, found 0"),
+        ({"batch_size": 2.0}, "batch_size: expected an integer >= 1, found 2.0"),
+        ({"batch_size": 4, "block_size": 0}, "block_size: expected an integer >= 1, found 0"),
+        ({"batch_size": 4, "window_size": 0}, "window_size: expected an integer >= 1, found 0"),
+        (
+            {"batch_size": 4, "num_shards": 2, "shard_index": 2},
+            "shard_index: expected an integer in [0, 2), found 2",
+        ),
+    ],
+)
+def test_bad_options_give_exact_messages(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        StreamOptions(**kwargs)
+    assert str(caught.value) == message
+
+
+def test_the_smallest_options_are_accepted_and_defaults_are_safe() -> None:
+    options = StreamOptions(batch_size=1, block_size=1, window_size=1)
+    assert options.effective_window == 1
+    defaults = StreamOptions(batch_size=8)
+    assert (defaults.shuffle, defaults.augment, defaults.drop_remainder) == (False, False, False)
+    assert (defaults.seed, defaults.num_shards, defaults.shard_index) == (0, 1, 0)
+    assert (defaults.block_size, defaults.window_size) == (128, 2048)
+
+
+@pytest.mark.parametrize(
+    ("window", "batch", "expected"), [(10, 4, 12), (8, 4, 8), (1, 5, 5), (2048, 96, 2112)]
+)
+def test_effective_window_is_rounded_up_to_whole_batches(
+    window: int, batch: int, expected: int
+) -> None:
+    assert StreamOptions(batch_size=batch, window_size=window).effective_window == expected
+
+
+def test_the_reader_follows_epoch_order_with_its_options(synthetic_root: Path) -> None:
+    options = StreamOptions(
+        batch_size=30, shuffle=True, seed=4, num_shards=2, shard_index=1, block_size=16
+    )
+    reader = EpochReader(open_split(synthetic_root, "valid"), options)
+    for epoch in (0, 3):
+        expected = epoch_order(
+            512,
+            shuffle=True,
+            seed=4,
+            epoch=epoch,
+            num_shards=2,
+            shard_index=1,
+            block_size=16,
+            window_size=2040,  # 2048 rounded up to whole batches of 30
+        )
+        np.testing.assert_array_equal(reader.order(epoch), expected)
+    assert reader.num_batches() == -(-256 // 30)
+    dropping = EpochReader(reader.split, replace(options, drop_remainder=True))
+    assert dropping.num_batches() == 256 // 30
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_d4_codes_are_drawn_from_seed_epoch_and_step(tmp_path: Path, chunked: bool) -> None:
+    write_split(tmp_path, "valid", 300, seed=3, chunked=chunked)
+    split = open_split(tmp_path, "valid")
+    source = split.read_images(slice(None))
+    options = StreamOptions(batch_size=64, shuffle=True, seed=6, augment=True, window_size=128)
+    reader = EpochReader(split, options)
+    for epoch, step in ((0, 0), (0, 3), (2, 1), (1, 4)):
+        images, labels = reader.read_batch(epoch, step)
+        index = reader.order(epoch)[step * 64 : step * 64 + 64]
+        codes = d4.random_codes(np.random.default_rng([6, epoch, step, 1]), index.size)
+        np.testing.assert_array_equal(unpack_pixels(images), d4.transform(source[index], codes))
+        np.testing.assert_array_equal(labels, split.labels[index].astype(np.int32))
+        assert labels.dtype == np.int32
+
+
+def test_without_augmentation_batches_are_plain_uint8_patches(synthetic_root: Path) -> None:
+    split = open_split(synthetic_root, "valid")
+    reader = EpochReader(split, StreamOptions(batch_size=100, shuffle=True, seed=1))
+    images, labels = reader.read_batch(0, 5)  # the last, partial batch
+    index = reader.order(0)[500:]
+    assert images.dtype == np.uint8
+    assert images.shape == (12, 96, 96, 3)
+    np.testing.assert_array_equal(images, split.read_images(index))
+    np.testing.assert_array_equal(labels, split.labels[index])
+
+
+def test_the_next_window_is_read_ahead_at_each_window_start(synthetic_root: Path) -> None:
+    split = open_split(synthetic_root, "valid")
+    options = StreamOptions(batch_size=64, shuffle=True, seed=2, window_size=128)
+    reader = EpochReader(split, options)
+    advised: list[list[int]] = []
+    split.advise_will_need = lambda index: advised.append(index.tolist())  # type: ignore[method-assign]
+    order = reader.order(0)
+    for step in range(reader.num_batches()):
+        reader.read_batch(0, step)
+    # windows start at 0, 128, 256, 384; the last window has nothing after it
+    assert advised == [order[start + 128 : start + 256].tolist() for start in (0, 128, 256)]
+
+
+def test_the_caches_keep_the_two_most_recent_entries() -> None:
+    cache: OrderedDict[int, str] = OrderedDict()
+    for key in (1, 2, 3):
+        _remember(cache, key, str(key))
+    assert list(cache.items()) == [(2, "2"), (3, "3")]
+    _remember(cache, 2, "two")  # used again: now the most recent
+    _remember(cache, 4, "4")
+    assert list(cache.items()) == [(2, "two"), (4, "4")]
+    _remember(cache, 5, "5", keep=3)
+    assert list(cache) == [2, 4, 5]
+
+
+def test_the_reader_caches_orders_and_windows(tmp_path: Path) -> None:
+    write_split(tmp_path, "valid", 300, seed=3, compression="gzip")
+    split = open_split(tmp_path, "valid")
+    reader = EpochReader(split, StreamOptions(batch_size=50, shuffle=True, window_size=100))
+    for epoch in (0, 1, 2):
+        for step in range(reader.num_batches()):
+            reader.read_batch(epoch, step)
+    assert list(reader._orders) == [1, 2]
+    assert list(reader._windows) == [(2, 1), (2, 2)]
+    assert reader.order(2) is reader.order(2)
+
+
+def test_a_pickled_reader_reads_the_same_batches(synthetic_root: Path) -> None:
+    options = StreamOptions(batch_size=64, shuffle=True, seed=8, augment=True)
+    reader = EpochReader(open_split(synthetic_root, "valid"), options)
+    first = reader.read_batch(1, 2)
+    copy = pickle.loads(pickle.dumps(reader))
+    assert copy.options == options
+    again = copy.read_batch(1, 2)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+def test_unpack_pixels_keeps_the_three_low_bytes_in_rgb_order() -> None:
+    packed = np.array([[[0xAA030201, 0x00FFFEFD]]], dtype=np.uint32)
+    np.testing.assert_array_equal(unpack_pixels(packed), [[[[1, 2, 3], [0xFD, 0xFE, 0xFF]]]])
+    assert unpack_pixels(packed).flags.c_contiguous

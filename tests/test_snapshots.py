@@ -32,8 +32,9 @@ pytest.importorskip("pytest_regressions")
 from pytest_regressions.data_regression import DataRegressionFixture
 from pytest_regressions.num_regression import NumericRegressionFixture
 
+from pcam.testing.snapshot import platform_fingerprint
 from tests.conftest import deterministic_config
-from tests.snapshot_platform import PLATFORM_FILE, platform_fingerprint, same_platform
+from tests.snapshot_platform import PLATFORM_FILE, same_platform
 
 pytestmark = pytest.mark.slow
 

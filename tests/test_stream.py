@@ -237,3 +237,187 @@ def test_a_script_holding_a_live_iterator_exits(synthetic_root: Path, tmp_path: 
         pytest.fail("the script read its batch but never exited: an iterator blocks shutdown")
     assert "read one batch" in done.stdout, done.stderr[-2000:]
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# -- colour jitter: exact values, seeds and positions ---------------------------------------------
+
+UNEVEN_JITTER = ColourJitter(brightness=0.1, contrast=0.2, saturation=0.3, hue=0.05)
+"""Four different ranges, so that exchanging two of them changes the result."""
+
+
+def _reference_colour_map(
+    draws: npt.NDArray[np.float64], jitter: ColourJitter
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The documented affine colour map, in NumPy: matrices [B, 3, 3] and offsets [B, 3]."""
+    grey_axis = np.ones(3) / np.sqrt(3.0)
+    grey = np.outer(grey_axis, grey_axis)
+    cross = np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]) / np.sqrt(3.0)
+    matrices, offsets = [], []
+    for d_brightness, d_contrast, d_saturation, d_hue in draws:
+        angle = d_hue * jitter.hue * 2.0 * np.pi
+        rotation = np.cos(angle) * np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * grey
+        saturation = 1.0 + d_saturation * jitter.saturation
+        saturate = saturation * np.eye(3) + (1.0 - saturation) * grey
+        matrix = (1.0 + d_contrast * jitter.contrast) * saturate @ rotation
+        offset = 127.5 + d_brightness * jitter.brightness * 255.0 - matrix @ np.full(3, 127.5)
+        matrices.append(matrix)
+        offsets.append(offset)
+    return np.array(matrices), np.array(offsets)
+
+
+def _draws(count: int, seed: tuple[int, int]) -> npt.NDArray[np.float64]:
+    """The four uniform draws in [-1, 1) per image that the colour map is built from."""
+    tensor = tf.random.stateless_uniform(
+        [count, 4], seed=tf.constant(seed, tf.int64), minval=-1.0, maxval=1.0
+    )
+    return np.asarray(tensor.numpy(), dtype=np.float64)
+
+
+def test_colour_matrices_equal_the_reference_map() -> None:
+    from pcam.data.colour import colour_matrices
+
+    seed = (11, 5)
+    matrix, offset = colour_matrices(tf.constant(6), tf.constant(seed, tf.int64), UNEVEN_JITTER)
+    assert matrix.shape == (6, 3, 3)
+    assert offset.shape == (6, 1, 3)
+    expected_matrix, expected_offset = _reference_colour_map(_draws(6, seed), UNEVEN_JITTER)
+    np.testing.assert_allclose(matrix.numpy(), expected_matrix, atol=1e-5)
+    np.testing.assert_allclose(offset.numpy()[:, 0, :], expected_offset, atol=1e-3)
+
+
+def test_colour_draws_are_centred_and_fill_their_ranges() -> None:
+    from pcam.data.colour import colour_matrices
+
+    only_brightness = ColourJitter(brightness=0.1, contrast=0.0, saturation=0.0, hue=0.0)
+    _, offset = colour_matrices(tf.constant(4000), tf.constant([1, 2], tf.int64), only_brightness)
+    shift = offset.numpy()[:, 0, 0]  # brightness alone: every channel moves by the same amount
+    np.testing.assert_allclose(offset.numpy()[:, 0, 1], shift, atol=1e-3)
+    assert shift.min() < -0.9 * 25.5  # uniform in [-25.5, 25.5]
+    assert shift.max() > 0.9 * 25.5
+    assert abs(shift.mean()) < 1.5
+
+
+def test_jitter_colours_applies_the_reference_map_to_every_pixel() -> None:
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (5, 7, 9, 3), dtype=np.uint8)
+    seed = (2, 9)
+    out = jitter_colours(tf.constant(images), tf.constant(seed, tf.int64), UNEVEN_JITTER).numpy()
+    assert out.dtype == np.uint8
+    assert out.shape == images.shape
+    matrices, offsets = _reference_colour_map(_draws(5, seed), UNEVEN_JITTER)
+    moved = np.einsum("bij,bhwj->bhwi", matrices, images.astype(np.float64))
+    expected = np.clip(np.floor(moved + offsets[:, None, None, :] + 0.5), 0, 255)
+    assert np.abs(out.astype(np.int64) - expected).max() <= 1
+    assert np.mean(out == expected) > 0.99
+    # black and white patches under a strong brightness change: both clips are reached
+    extremes = np.zeros((8, 4, 4, 3), np.uint8)
+    extremes[:, :, 2:] = 255
+    bright = ColourJitter(brightness=0.5, contrast=0.0, saturation=0.0, hue=0.0)
+    clipped = jitter_colours(tf.constant(extremes), tf.constant([0, 1], tf.int64), bright).numpy()
+    shifts = _draws(8, (0, 1))[:, 0] * 0.5 * 255.0
+    expected_clipped = np.clip(np.floor(extremes + shifts[:, None, None, None] + 0.5), 0, 255)
+    np.testing.assert_array_equal(clipped, expected_clipped)
+    assert clipped.min() == 0
+    assert clipped.max() == 255
+
+
+def test_jitter_uses_the_default_ranges_when_none_are_given() -> None:
+    images = tf.constant(np.random.default_rng(4).integers(0, 256, (3, 6, 6, 3), dtype=np.uint8))
+    seed = tf.constant([8, 1], tf.int64)
+    np.testing.assert_array_equal(
+        jitter_colours(images, seed).numpy(), jitter_colours(images, seed, ColourJitter()).numpy()
+    )
+    assert ColourJitter() == ColourJitter(brightness=0.08, contrast=0.12, saturation=0.12, hue=0.04)
+
+
+def test_colour_jitter_depends_on_the_seed_and_differs_per_image() -> None:
+    image = np.random.default_rng(5).integers(0, 256, (1, 8, 8, 3), dtype=np.uint8)
+    batch = tf.constant(np.repeat(image, 4, axis=0))  # four copies of one image
+
+    def jitter(seed: tuple[int, int]) -> npt.NDArray[np.uint8]:
+        return np.asarray(jitter_colours(batch, tf.constant(seed, tf.int64)).numpy())
+
+    first = jitter((3, 0))
+    np.testing.assert_array_equal(first, jitter((3, 0)))  # the same seed repeats exactly
+    assert len({copy.tobytes() for copy in first}) == 4  # each image its own draw
+    for other in ((3, 1), (4, 0)):  # another position, another seed: other draws
+        assert not np.array_equal(first, jitter(other))
+
+
+def _batches(root: Path, seed: int, jitter: ColourJitter | None) -> list[npt.NDArray[np.uint8]]:
+    dataset = make_dataset(
+        root, "valid", batch_size=128, shuffle=True, seed=seed, augment=True, colour_jitter=jitter
+    )
+    return [images for images, _ in dataset.as_numpy_iterator()]
+
+
+def test_stream_colour_jitter_is_drawn_from_the_seed_and_the_batch_position(
+    synthetic_root: Path,
+) -> None:
+    """Batch ``k`` of a stream seeded ``s`` is jittered with the stateless seed ``[s, k]``.
+
+    So the draws differ across batches and across seeds; a jitter that ignored its seed or its
+    position (one draw for every batch) fails here.
+    """
+    # the pipeline runs the jitter XLA-compiled, whose stateless random draws differ from eager
+    # TensorFlow's for the same seed: the reference is compiled alike
+    compiled = tf.function(jitter_colours, jit_compile=True)
+    shifts: dict[int, list[float]] = {}
+    for seed in (3, 4):
+        plain = _batches(synthetic_root, seed, NO_JITTER)  # the same D4 codes, no colour
+        jittered = _batches(synthetic_root, seed, None)
+        assert len(plain) == len(jittered) == 4
+        shifts[seed] = []
+        for position, (before, after) in enumerate(zip(plain, jittered, strict=True)):
+            expected = compiled(
+                tf.constant(before), tf.constant([seed, position], tf.int64)
+            ).numpy()
+            difference = np.abs(after.astype(np.int64) - expected)
+            assert difference.max() <= 1, (seed, position)  # XLA may round a half differently
+            assert np.mean(difference == 0) > 0.99, (seed, position)
+            shifts[seed].append(float(np.mean(after.astype(np.int64) - before)))
+        assert len(set(shifts[seed])) == 4  # every batch its own draws
+    assert shifts[3] != shifts[4]
+
+
+def test_seeds_give_different_streams_and_the_same_seed_the_same_stream(
+    synthetic_root: Path,
+) -> None:
+    def stream(seed: int, epochs: int = 1) -> list[npt.NDArray[np.uint8]]:
+        dataset = make_dataset(
+            synthetic_root, "valid", batch_size=128, shuffle=True, seed=seed, augment=True
+        )
+        return [np.concatenate([b for b, _ in dataset.as_numpy_iterator()]) for _ in range(epochs)]
+
+    first_epoch, second_epoch = stream(5, epochs=2)
+    (again,) = stream(5)
+    (other,) = stream(6)
+    np.testing.assert_array_equal(first_epoch, again)
+    assert not np.array_equal(first_epoch, other)
+    assert not np.array_equal(first_epoch, second_epoch)
+    # orders differ too, not just the pixels: compare the order of the underlying patches
+    order_of = {
+        seed: make_dataset(synthetic_root, "valid", batch_size=128, shuffle=True, seed=seed)
+        for seed in (5, 6)
+    }
+    labels = {
+        seed: np.concatenate([y for _, y in d.as_numpy_iterator()]) for seed, d in order_of.items()
+    }
+    images = {seed: _collect(d)[0] for seed, d in order_of.items()}
+    assert not np.array_equal(images[5], images[6])
+    assert labels[5].size == labels[6].size == 512
+
+
+def test_unshuffled_augmented_epochs_differ_and_repeat_with_the_seed(synthetic_root: Path) -> None:
+    def epochs(seed: int) -> list[npt.NDArray[np.uint8]]:
+        dataset = make_dataset(
+            synthetic_root, "valid", batch_size=256, shuffle=False, seed=seed, augment=True
+        )
+        return [_collect(dataset)[0] for _ in range(2)]
+
+    first, second = epochs(1)
+    again_first, again_second = epochs(1)
+    np.testing.assert_array_equal(first, again_first)
+    np.testing.assert_array_equal(second, again_second)
+    assert not np.array_equal(first, second)  # new D4 codes and colour draws each epoch
+    assert not np.array_equal(first, epochs(2)[0])

@@ -641,3 +641,29 @@ def test_benchmarks_compare_base_and_head_in_one_job() -> None:
         assert save[0] < compare[0], f"{job_id}: the compare runs before the save"
         assert "git worktree add" in bench[save[0]], f"{job_id}: the base is not a worktree"
         assert all("--benchmark-storage" in bench[i] for i in (save[0], compare[0]))
+
+
+# -- mutation.yml --------------------------------------------------------------------------------
+
+
+def test_mutation_runs_weekly_and_by_hand_only() -> None:
+    workflow = _load("mutation.yml")
+    triggers = _triggers(workflow)
+    assert set(triggers) == {"schedule", "workflow_dispatch"}, sorted(triggers)
+    assert triggers["schedule"], "no weekly schedule"
+    _, _, ci_envs = _tox_config()
+    assert "mutation" not in ci_envs, "tox -e mutation must not be labelled ci"
+    tox_ini = (ROOT / "tox.ini").read_text(encoding="utf-8")
+    env_list = re.search(r"^env_list\s*=(.*)$", tox_ini, re.MULTILINE)
+    assert env_list, "tox.ini has no env_list"
+    assert "mutation" not in env_list.group(1), "tox -e mutation must not run by default"
+    for job_id, job in _jobs(workflow).items():
+        assert any(("env", "mutation") in _tox_calls(s) for s in _scripts(job)), job_id
+        uploads = [
+            step
+            for step in _steps(job)
+            if str(step.get("uses", "")).startswith("actions/upload-artifact@")
+        ]
+        assert uploads, f"{job_id}: the summary is not uploaded"
+        assert all("always()" in str(step.get("if", "")) for step in uploads), job_id
+        assert "mutation-summary.json" in json.dumps(uploads), job_id
