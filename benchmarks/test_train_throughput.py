@@ -326,3 +326,87 @@ def test_inference_throughput(
         )
     label = f"predict {setting.name} b{setting.batch}" + ("" if mode == "float32" else f" {mode}")
     _report(benchmark, INFERENCE_SECTION, label, steps * setting.batch, memory, stream)
+
+
+DETERMINISM_SECTION = "pcam deterministic training cost"
+
+
+@pytest.mark.parametrize("setting", TRAIN_SETTINGS[:2], ids=_setting_id)
+def test_deterministic_train_step_cost(benchmark: Any, train_split: Path, setting: Setting) -> None:
+    """``pcam train --deterministic`` against the default, both fed by the streaming loader.
+
+    Two models with the same weights, one compiled and run only inside
+    :func:`pcam.train.deterministic_ops` (op determinism on, as ``--deterministic`` runs), in
+    alternating rounds of the same run; the default is the baseline.
+    """
+    from pcam.data import make_dataset
+    from pcam.train import deterministic_ops
+
+    if QUICK and setting.architecture == "resnet50":
+        pytest.skip("smoke run (PCAM_BENCH_QUICK, the default under CI): no ResNet50 training")
+    benchmark.group = "train step determinism"
+    steps = setting.steps_here()
+
+    def stream() -> Any:
+        return make_dataset(
+            train_split,
+            "train",
+            batch_size=setting.batch,
+            shuffle=True,
+            augment=True,
+            repeat=True,
+            seed=0,
+        )
+
+    default_model = _compiled_model(setting, "auto")
+    default_data = stream()
+    with deterministic_ops(True, 0):
+        deterministic_model = _compiled_model(setting, "auto")
+        deterministic_data = stream()
+
+    def default_fit(count: int) -> Callable[[], object]:
+        return lambda: default_model.fit(
+            default_data, steps_per_epoch=count, epochs=1, verbose=0, shuffle=False
+        )
+
+    def deterministic_fit(count: int) -> Callable[[], object]:
+        def run() -> object:
+            with deterministic_ops(True, 0):
+                return deterministic_model.fit(
+                    deterministic_data, steps_per_epoch=count, epochs=1, verbose=0, shuffle=False
+                )
+
+        return run
+
+    default_fit(WARM_UP_STEPS)()
+    deterministic_fit(WARM_UP_STEPS)()
+    baseline, deterministic = _compare(
+        benchmark, setting, default_fit(steps), deterministic_fit(steps)
+    )
+    images = steps * setting.batch
+    baseline_rate = images / min(baseline.wall)
+    deterministic_rate = images / min(deterministic.wall)
+    benchmark.extra_info.update(
+        images_per_s=round(deterministic_rate, 1),
+        default_images_per_s=round(baseline_rate, 1),
+        ratio_to_default=round(deterministic_rate / baseline_rate, 3),
+        ratio_of_medians=round(
+            statistics.median(baseline.wall) / statistics.median(deterministic.wall), 3
+        ),
+    )
+    label = f"train {setting.name} b{setting.batch}"
+    record(
+        f"{label}: default",
+        section=DETERMINISM_SECTION,
+        images_per_s=baseline_rate,
+        ratio=1.0,
+        baseline="default",
+    )
+    record(
+        f"{label}: --deterministic",
+        section=DETERMINISM_SECTION,
+        images_per_s=deterministic_rate,
+        ratio=deterministic_rate / baseline_rate,
+        baseline="default",
+        medians=f"{statistics.median(baseline.wall) / statistics.median(deterministic.wall):.2f}x",
+    )
