@@ -42,7 +42,8 @@ if devices > 1:
     )
 from pcam.train import TrainConfig, make_strategy, train
 config = TrainConfig(data=sys.argv[1], out=sys.argv[2], model="small", epochs={EPOCHS},
-                     batch_size=64, strategy=sys.argv[4], patience={EPOCHS}, seed=0)
+                     batch_size=64, strategy=sys.argv[4], patience={EPOCHS}, seed=0,
+                     deterministic=True)
 history = train(config, verbose=0)
 print("HISTORY" + json.dumps(history))
 """
@@ -110,6 +111,22 @@ def test_mirrored_over_two_logical_cpus_agrees_with_one_device(
 ) -> None:
     history = _history(_launch(synthetic_root, tmp_path / "run", devices=2, strategy="mirrored"))
     _assert_agrees("mirrored", history, single_device)
+
+
+def test_mirrored_training_is_deterministic(synthetic_root: Path, tmp_path: Path) -> None:
+    """Two deterministic mirrored runs over two logical CPUs: the same bits, log and model."""
+    import numpy as np
+
+    from pcam.model import load_model
+
+    runs = [tmp_path / "first", tmp_path / "second"]
+    launched = [_launch(synthetic_root, run, devices=2, strategy="mirrored") for run in runs]
+    histories = [_history(process) for process in launched]
+    assert histories[0] == histories[1]
+    logs = [(run / "training_log.csv").read_bytes() for run in runs]
+    assert logs[0] == logs[1]
+    weights = [load_model(run / "model.keras").get_weights() for run in runs]
+    assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=True))
 
 
 def test_multiworker_over_two_processes_agrees_with_one_device(
