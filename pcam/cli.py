@@ -806,7 +806,10 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f"pcam demo: error: {problem}", file=sys.stderr)
         return EXIT_ERROR
     print(f"    all {len(train_split):,} patches arrived once, in a new order, with their labels")
-    print(f"4/6 training the small model for {args.epochs} epochs (shuffled, augmented stream)")
+    print(
+        f"4/6 training the small model for {args.epochs} epochs "
+        "(shuffled, augmented stream; deterministic)"
+    )
     from pcam.evaluate import evaluate, format_table
     from pcam.explain import explain, format_summary
     from pcam.train import TrainConfig, train
