@@ -41,19 +41,29 @@ if devices > 1:
         cpu, [tf.config.LogicalDeviceConfiguration()] * devices
     )
 from pcam.train import TrainConfig, make_strategy, train
-config = TrainConfig(data=sys.argv[1], out=sys.argv[2], model="small", epochs={EPOCHS},
+epochs = int(sys.argv[5]) if len(sys.argv) > 5 else {EPOCHS}
+samples = int(sys.argv[6]) if len(sys.argv) > 6 else None
+config = TrainConfig(data=sys.argv[1], out=sys.argv[2], model="small", epochs=epochs,
                      batch_size=64, strategy=sys.argv[4], patience={EPOCHS}, seed=0,
-                     deterministic=True)
+                     max_train_samples=samples, deterministic=True)
 history = train(config, verbose=0)
 print("HISTORY" + json.dumps(history))
 """
 
 
 def _launch(
-    data: Path, out: Path, *, devices: int, strategy: str, env: dict[str, str] | None = None
+    data: Path,
+    out: Path,
+    *,
+    devices: int,
+    strategy: str,
+    env: dict[str, str] | None = None,
+    short: bool = False,
 ) -> subprocess.Popen[str]:
+    """Train in a new process; ``short``: 2 epochs of 256 patches (enough to compare bits)."""
+    extra = ["2", "256"] if short else []
     return subprocess.Popen(
-        [sys.executable, "-c", TRAIN_ONE, str(data), str(out), str(devices), strategy],
+        [sys.executable, "-c", TRAIN_ONE, str(data), str(out), str(devices), strategy, *extra],
         env=env or ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -120,7 +130,9 @@ def test_mirrored_training_is_deterministic(synthetic_root: Path, tmp_path: Path
     from pcam.model import load_model
 
     runs = [tmp_path / "first", tmp_path / "second"]
-    launched = [_launch(synthetic_root, run, devices=2, strategy="mirrored") for run in runs]
+    launched = [
+        _launch(synthetic_root, run, devices=2, strategy="mirrored", short=True) for run in runs
+    ]
     histories = [_history(process) for process in launched]
     assert histories[0] == histories[1]
     logs = [(run / "training_log.csv").read_bytes() for run in runs]

@@ -301,3 +301,25 @@ def test_a_run_interrupted_mid_epoch_resumes_bit_identical(
     _assert_same_weights(_final_weights(deterministic_run), _final_weights(run))
     expected = (deterministic_run / "training_log.csv").read_bytes()
     assert (run / "training_log.csv").read_bytes() == expected
+
+
+@pytest.mark.parametrize(("flags", "expected"), [([], False), (["--deterministic"], True)])
+def test_the_deterministic_flag_reaches_the_training_config(
+    synthetic_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flags: list[str],
+    expected: bool,
+) -> None:
+    import pcam.train
+
+    seen: list[Any] = []
+
+    def fake_train(config: Any, *, verbose: Any = "auto") -> dict[str, list[float]]:
+        seen.append(config)
+        return {"val_loss": [0.5], "val_accuracy": [0.9], "val_auc": [0.95]}
+
+    monkeypatch.setattr(pcam.train, "train", fake_train)
+    argv = ["train", "--data", str(synthetic_root), "--out", str(tmp_path / "run"), *flags]
+    assert main(argv) == 0
+    assert seen[0].deterministic is expected
