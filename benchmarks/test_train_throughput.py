@@ -150,6 +150,15 @@ def _compiled_model(setting: Setting, jit_compile: bool | str) -> Any:
     return model
 
 
+def _training_stream(root: Path, batch: int) -> Any:
+    """The train split streamed as ``pcam train`` reads it: shuffled, augmented, repeating."""
+    from pcam.data import make_dataset
+
+    return make_dataset(
+        root, "train", batch_size=batch, shuffle=True, augment=True, repeat=True, seed=0
+    )
+
+
 def _in_memory(root: Path, batch: int) -> Any:
     """One real batch ``(uint8 images, int32 labels)`` held in memory and repeated forever."""
     import tensorflow as tf
@@ -259,7 +268,6 @@ def test_train_step_throughput(
     benchmark: Any, train_split: Path, setting: Setting, mode: str
 ) -> None:
     """``model.fit`` images/s fed by the streaming loader against one in-memory batch."""
-    from pcam.data import make_dataset
 
     if QUICK and setting.architecture == "resnet50":
         pytest.skip("smoke run (PCAM_BENCH_QUICK, the default under CI): no ResNet50 training")
@@ -269,15 +277,7 @@ def test_train_step_throughput(
     with _precision(mode) as jit_compile:
         model = _compiled_model(setting, jit_compile)
         in_memory = _in_memory(train_split, setting.batch)
-        streaming = make_dataset(
-            train_split,
-            "train",
-            batch_size=setting.batch,
-            shuffle=True,
-            augment=True,
-            repeat=True,
-            seed=0,
-        )
+        streaming = _training_stream(train_split, setting.batch)
 
         def fit(dataset: Any, count: int) -> Callable[[], object]:
             # shuffle=False as pcam train passes it (the loader shuffles); no progress bar
@@ -339,7 +339,6 @@ def test_deterministic_train_step_cost(benchmark: Any, train_split: Path, settin
     :func:`pcam.train.deterministic_ops` (op determinism on, as ``--deterministic`` runs), in
     alternating rounds of the same run; the default is the baseline.
     """
-    from pcam.data import make_dataset
     from pcam.train import deterministic_ops
 
     if QUICK and setting.architecture == "resnet50":
@@ -347,22 +346,11 @@ def test_deterministic_train_step_cost(benchmark: Any, train_split: Path, settin
     benchmark.group = "train step determinism"
     steps = setting.steps_here()
 
-    def stream() -> Any:
-        return make_dataset(
-            train_split,
-            "train",
-            batch_size=setting.batch,
-            shuffle=True,
-            augment=True,
-            repeat=True,
-            seed=0,
-        )
-
     default_model = _compiled_model(setting, "auto")
-    default_data = stream()
+    default_data = _training_stream(train_split, setting.batch)
     with deterministic_ops(True, 0):
         deterministic_model = _compiled_model(setting, "auto")
-        deterministic_data = stream()
+        deterministic_data = _training_stream(train_split, setting.batch)
 
     def default_fit(count: int) -> Callable[[], object]:
         return lambda: default_model.fit(

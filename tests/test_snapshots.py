@@ -192,9 +192,14 @@ def test_evaluation_report_figures(
     )
     written = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert written == json.loads(json.dumps(report))
-    schema = {path: kind for path, kind in _schema(written)}
+    leaves = _leaves(written)
+    schema = {path: type(leaf).__name__ for path, leaf in leaves}
     data_regression.check(schema, basename="test_evaluation_report_schema")
-    figures = dict(_numbers(written))
+    figures = {
+        path: float(leaf)
+        for path, leaf in leaves
+        if isinstance(leaf, int | float) and not isinstance(leaf, bool)
+    }
     counts = [key for key in figures if key.startswith("confusion_matrix")]
     assert len(counts) == 4
     num_regression.check(
@@ -204,39 +209,19 @@ def test_evaluation_report_figures(
     )
 
 
-def _schema(value: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """The key paths of a JSON report with the type of each value (lists by their first item)."""
+def _leaves(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every leaf of a nested JSON value with its path (``a.b.0``), in order."""
     if isinstance(value, dict):
-        return [
-            pair
-            for key, item in value.items()
-            for pair in _schema(item, f"{prefix}.{key}" if prefix else str(key))
-        ]
-    if isinstance(value, list):
-        return [
-            (prefix, f"list[{len(value)}]"),
-            *(_schema(value[0], f"{prefix}.0") if value else []),
-        ]
-    return [(prefix, type(value).__name__)]
-
-
-def _numbers(value: Any, prefix: str = "") -> list[tuple[str, float]]:
-    """Every number of a nested report, keyed by its path (``a.b.c``)."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return []
-    if isinstance(value, int | float):
-        return [(prefix, float(value))]
-    if isinstance(value, dict):
-        return [
-            pair
-            for key, item in value.items()
-            for pair in _numbers(item, f"{prefix}.{key}" if prefix else str(key))
-        ]
-    if isinstance(value, list):
-        return [
-            pair for index, item in enumerate(value) for pair in _numbers(item, f"{prefix}.{index}")
-        ]
-    return []
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    else:
+        return [(prefix, value)]
+    return [
+        leaf
+        for key, item in items
+        for leaf in _leaves(item, f"{prefix}.{key}" if prefix else f"{key}")
+    ]
 
 
 @pytest.mark.parametrize(
