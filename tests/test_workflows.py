@@ -603,13 +603,18 @@ def test_gpu_fails_fast_without_a_gpu_then_runs_tox_gpu() -> None:
     assert "--require-gpu" in (ROOT / "tox.ini").read_text(encoding="utf-8")
 
 
+def _upload_steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The job's ``actions/upload-artifact`` steps."""
+    return [
+        step
+        for step in _steps(job)
+        if str(step.get("uses", "")).startswith("actions/upload-artifact@")
+    ]
+
+
 def test_gpu_uploads_its_outputs_whatever_the_result() -> None:
     for job_id, job in _jobs(_load("gpu.yml")).items():
-        uploads = [
-            step
-            for step in _steps(job)
-            if str(step.get("uses", "")).startswith("actions/upload-artifact@")
-        ]
+        uploads = _upload_steps(job)
         assert uploads, f"{job_id}: no upload-artifact step"
         assert all("always()" in str(step.get("if", "")) for step in uploads), job_id
         paths = "\n".join(str((step.get("with") or {}).get("path", "")) for step in uploads)
@@ -659,11 +664,7 @@ def test_mutation_runs_weekly_and_by_hand_only() -> None:
     assert "mutation" not in env_list.group(1), "tox -e mutation must not run by default"
     for job_id, job in _jobs(workflow).items():
         assert any(("env", "mutation") in _tox_calls(s) for s in _scripts(job)), job_id
-        uploads = [
-            step
-            for step in _steps(job)
-            if str(step.get("uses", "")).startswith("actions/upload-artifact@")
-        ]
+        uploads = _upload_steps(job)
         assert uploads, f"{job_id}: the summary is not uploaded"
         assert all("always()" in str(step.get("if", "")) for step in uploads), job_id
         assert "mutation-summary.json" in json.dumps(uploads), job_id
