@@ -177,6 +177,7 @@ def test_several_layers_are_fused_at_patch_size(small: Any) -> None:
     np.testing.assert_allclose(fused, np.maximum(*parts), atol=1e-5)
 
 
+@pytest.mark.slow  # builds ResNet50: over 10 s
 def test_resnet50_defaults_to_its_last_3x3_block() -> None:
     model = build_model("resnet50", seed=0)
     cam = GradCAM(model)
@@ -187,6 +188,7 @@ def test_resnet50_defaults_to_its_last_3x3_block() -> None:
     assert fine.shape == (2, 6, 6)
 
 
+@pytest.mark.slow  # builds ResNet50: over 20 s
 def test_a_nested_backbone_works_without_graph_disconnected() -> None:
     """A keras.applications model used as one layer, the classic transfer-learning pattern."""
     keras.utils.set_random_seed(0)
@@ -257,3 +259,154 @@ def test_bad_images_are_one_clear_line(
 def test_a_single_patch_is_a_batch_of_one(small_cam: GradCAM) -> None:
     image = _patches(1, seed=9)[0]
     np.testing.assert_array_equal(small_cam.heatmaps(image), small_cam.heatmaps(image[None]))
+
+
+# -- exact oracles on a tiny model, saturated logits, batch independence ---------------------------
+
+ORACLE_SHAPE = (5, 7, 3)  # not square: height and width cannot be swapped unseen
+ORACLE_CHANNELS = 6
+
+
+def _relu_head_model(bias: float, seed: int = 0) -> Any:
+    """``features`` (a linear 1x1 conv), ReLU, global average pooling, ``Dense(1, sigmoid)``.
+
+    The gradient of the logit with respect to a feature is ``w_k / (H W)`` where the feature is
+    positive and 0 elsewhere, so it depends on the image; ``bias`` moves the logit (to saturate
+    the sigmoid) without changing any gradient.
+    """
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(ORACLE_SHAPE, dtype="float32")
+    features = keras.layers.Conv2D(ORACLE_CHANNELS, 1, use_bias=False, name="features")(inputs)
+    x = keras.layers.ReLU()(features)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="head")(x)
+    model = keras.Model(inputs, outputs)
+    kernel = np.random.default_rng(seed).normal(size=(ORACLE_CHANNELS, 1)).astype(np.float32)
+    model.get_layer("head").set_weights([kernel, np.array([bias], np.float32)])
+    return model
+
+
+def _oracle(model: Any, images: npt.NDArray[np.float32], method: str, sign: float) -> Any:
+    """The map of ``method`` in float64 NumPy, from the weights and the analytic gradient."""
+    kernel = np.asarray(model.get_layer("features").kernel, np.float64)[0, 0]  # [3, C]
+    head = np.asarray(model.get_layer("head").kernel, np.float64)[:, 0]  # [C]
+    features = images.astype(np.float64) @ kernel  # [B, H, W, C]
+    height, width = features.shape[1:3]
+    gradients = sign * head / (height * width) * (features > 0)  # d(sign * logit) / dA
+    if method == "gradcam":
+        weights = gradients.mean(axis=(1, 2))  # [B, C]
+        raw = np.einsum("bhwc,bc->bhw", features, weights)
+    elif method == "layercam":
+        raw = (np.maximum(gradients, 0) * features).sum(axis=-1)
+    else:  # gradcam++ (Chattopadhyay et al. 2018, eq. 19, with exp(score))
+        total = features.sum(axis=(1, 2), keepdims=True)
+        denominator = 2 * gradients**2 + total * gradients**3
+        safe = np.where(denominator != 0, denominator, 1.0)
+        alpha = np.where(denominator != 0, gradients**2 / safe, 0.0)
+        weights = (alpha * np.maximum(gradients, 0)).sum(axis=(1, 2))
+        raw = np.einsum("bhwc,bc->bhw", features, weights)
+    return _normalised(np.maximum(raw, 0.0))
+
+
+def _oracle_images(count: int, seed: int = 0) -> npt.NDArray[np.float32]:
+    return np.random.default_rng(seed).normal(size=(count, *ORACLE_SHAPE)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def oracle_cams() -> dict[tuple[float, str], tuple[Any, GradCAM]]:
+    """``(bias, method) -> (model, GradCAM)`` for a moderate and two saturated logits."""
+    cams: dict[tuple[float, str], tuple[Any, GradCAM]] = {}
+    for bias in (0.0, 40.0, -40.0):
+        model = _relu_head_model(bias)
+        for method in METHODS:
+            cams[(bias, method)] = (model, GradCAM(model, "features", method=method))
+    return cams
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("bias", [0.0, 40.0, -40.0])
+@pytest.mark.parametrize("class_index", [1, 0])
+def test_every_method_equals_its_numpy_oracle_even_when_saturated(
+    oracle_cams: dict[tuple[float, str], tuple[Any, GradCAM]],
+    method: str,
+    bias: float,
+    class_index: int,
+) -> None:
+    """At a logit of +-40 the sigmoid is 1.0 or 4e-18 in float32: its gradient vanishes.
+
+    Differentiating the probability instead of the logit would give all-zero (or unscaled)
+    maps there; the normalisation hides that factor p (1 - p) only while it does not underflow.
+    """
+    model, cam = oracle_cams[(bias, method)]
+    images = _oracle_images(4, seed=1)
+    maps, probabilities = cam.explain(images, class_index)
+    sign = 1.0 if class_index == 1 else -1.0
+    expected = _oracle(model, images, method, sign)
+    assert maps.shape == (4, *ORACLE_SHAPE[:2])
+    assert maps.dtype == probabilities.dtype == np.float32
+    np.testing.assert_allclose(maps, expected, atol=1e-5)
+    assert np.all(maps.max(axis=(1, 2)) == pytest.approx(1.0))  # real maps, not all zero
+    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0)[:, 0], rtol=1e-5)
+    if bias == 40.0:
+        assert np.all(probabilities == 1.0)  # saturated in float32
+    if bias == -40.0:
+        assert np.all(probabilities < 1e-17)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_patch_of_a_batch_has_its_own_gradient_weights(
+    oracle_cams: dict[tuple[float, str], tuple[Any, GradCAM]], method: str
+) -> None:
+    """Two opposite patches (features of opposite signs) and one at another scale, together.
+
+    Their gradient weights differ (each one's positive features), so averaging gradients over
+    the batch, or normalising by the batch's maximum, changes every map.
+    """
+    model, cam = oracle_cams[(40.0, method)]
+    image = _oracle_images(1, seed=2)[0]
+    batch = np.stack([image, -image, 5.0 * _oracle_images(1, seed=3)[0]])
+    together = cam.heatmaps(batch)
+    alone = np.concatenate([cam.heatmaps(patch[None]) for patch in batch])
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+    np.testing.assert_allclose(together, _oracle(model, batch, method, 1.0), atol=1e-5)
+    assert not np.allclose(together[0], together[1], atol=0.1)  # really different maps
+
+
+def test_upsampled_maps_are_bilinear_and_in_the_unit_range(
+    oracle_cams: dict[tuple[float, str], tuple[Any, GradCAM]],
+) -> None:
+    _, cam = oracle_cams[(0.0, "gradcam")]
+    images = _oracle_images(2, seed=4)
+    coarse = cam.heatmaps(images)
+    fine = cam.heatmaps(images, size=(10, 21))
+    assert fine.shape == (2, 10, 21)
+    assert fine.dtype == np.float32
+    # doubling the height and tripling the width: bilinear with half-pixel centres
+    expected = _bilinear(coarse, (10, 21))
+    np.testing.assert_allclose(fine, expected, atol=1e-5)
+    np.testing.assert_allclose(upsample(coarse, (10, 21)), expected, atol=1e-5)
+
+
+def _bilinear(maps: npt.NDArray[np.float32], size: tuple[int, int]) -> Any:
+    """Bilinear resampling with half-pixel centres (TensorFlow's and Pillow's), in NumPy."""
+
+    def axis_weights(source: int, target: int) -> npt.NDArray[np.float64]:
+        centres = (np.arange(target) + 0.5) * source / target - 0.5
+        centres = np.clip(centres, 0, source - 1)
+        low = np.floor(centres).astype(int)
+        high = np.minimum(low + 1, source - 1)
+        matrix = np.zeros((target, source))
+        matrix[np.arange(target), low] += 1 - (centres - low)
+        matrix[np.arange(target), high] += centres - low
+        return matrix
+
+    rows = axis_weights(maps.shape[1], size[0])
+    cols = axis_weights(maps.shape[2], size[1])
+    return np.clip(np.einsum("ij,bjk,lk->bil", rows, maps.astype(np.float64), cols), 0, 1)
+
+
+def test_upsample_clips_to_the_unit_range() -> None:
+    maps = np.array([[[-1.0, 0.5], [2.0, 1.0]]], dtype=np.float32)
+    resized = upsample(maps, (2, 2))  # same size: bilinear changes nothing but the clip
+    np.testing.assert_array_equal(resized, [[[0.0, 0.5], [1.0, 1.0]]])
+    assert resized.dtype == np.float32
