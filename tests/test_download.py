@@ -17,7 +17,7 @@ import pytest
 import pcam.download
 from pcam import cli, layout
 from pcam.download import URL_ENV, PCamFile, download
-from pcam.errors import DownloadError
+from pcam.errors import DownloadError, OutputPathError, UnknownSplitError
 from pcam.testing import write_split
 
 
@@ -414,3 +414,379 @@ def test_md5_of_reads_files_larger_than_one_chunk(tmp_path: Path) -> None:
     empty = tmp_path / "empty.bin"
     empty.write_bytes(b"")
     assert pcam.download.md5_of(empty) == _md5(b"")
+
+
+# -- exact messages, boundaries and progress (see tools/mutation.py) -----------------------------
+
+_HINT_MIRROR = f"check the network, or set {URL_ENV} to a working mirror"
+
+
+def _url(server: _Fixture, served: str) -> str:
+    return f"{server.url}/{served}?download=1"
+
+
+def _entry(name: str, served: bytes, raw: bytes | None = None) -> PCamFile:
+    """A table row for a test file: gzipped (``raw`` given) or served as it is."""
+    return PCamFile(name, "valid", _md5(served), None if raw is None else _md5(raw))
+
+
+def test_h5_rows_name_the_file_of_their_split_and_kind() -> None:
+    row = pcam.download._h5("valid", "x", "a" * 32, "b" * 32)
+    assert row == PCamFile(layout.h5_name("valid", "x"), "valid", "a" * 32, "b" * 32)
+
+
+def test_file_url_strips_only_trailing_slashes() -> None:
+    entry = PCamFile("f.h5", "valid", "0" * 32, "1" * 32)
+    for base in ("https://MIRROR.EXAMPLE/PCAMX/", "https://MIRROR.EXAMPLE/PCAMX//"):
+        assert pcam.download.file_url(base, entry) == (
+            "https://MIRROR.EXAMPLE/PCAMX/f.h5.gz?download=1"
+        )
+    assert pcam.download.file_url(" /files", entry) == " /files/f.h5.gz?download=1"
+
+
+def test_reason_of_each_kind_of_error() -> None:
+    import http.client
+    import urllib.error
+
+    reason = pcam.download._reason
+    assert reason(urllib.error.URLError(ConnectionRefusedError(111, "x"))) == "connection refused"
+    gai = socket.gaierror(-2, "Name or service not known")
+    assert reason(urllib.error.URLError(gai)) == f"host not found: {gai}"
+    assert reason(http.client.IncompleteRead(b"ab", 5)) == "5 bytes short"
+    assert reason(urllib.error.URLError("unknown url type: ftp")) == "unknown url type: ftp"
+    assert reason(ConnectionResetError(104, "reset")) == "[Errno 104] reset"
+    assert reason(OSError()) == "OSError"
+
+
+def test_md5_and_resume_read_in_constant_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    chunk = pcam.download.CHUNK
+    data = bytes(range(256)) * (8 * chunk // 256 + 1)  # eight chunks and a bit
+    path = tmp_path / "big.gz.part"
+    path.write_bytes(data)
+    was_tracing = tracemalloc.is_tracing()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        found = pcam.download.md5_of(path)
+        md5_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        partial = pcam.download._Partial(path)
+        partial_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    assert found == _md5(data)
+    assert (partial.size, partial.digest.hexdigest()) == (len(data), _md5(data))
+    assert md5_peak < 3 * chunk, md5_peak  # a few chunks, never the whole file
+    assert partial_peak < 3 * chunk, partial_peak
+
+
+def test_unpack_in_chunks_through_a_part_file(server: _Fixture, tmp_path: Path) -> None:
+    chunk = pcam.download.CHUNK
+    raw = bytes(range(256)) * (5 * chunk // 512)  # two and a half chunks
+    gz = gzip.compress(raw, mtime=0)
+    server.plan.files["big.h5.gz"] = gz
+    table = (_entry("big.h5", gz, raw),)
+    seen: list[tuple[str, int, int | None, bool, bool]] = []
+
+    def progress(what: str, done: int, total: int | None) -> None:
+        part, final = tmp_path / "big.h5.part", tmp_path / "big.h5"
+        seen.append((what, done, total, part.exists(), final.exists()))
+
+    (result,) = download(tmp_path, ["valid"], base_url=server.url, table=table, progress=progress)
+    assert result == pcam.download.Downloaded(tmp_path / "big.h5", "downloaded")
+    assert result.path.read_bytes() == raw
+    fetched = [s for s in seen if s[0] == "big.h5.gz"]
+    assert fetched[-1] == ("big.h5.gz", len(gz), len(gz), False, False)
+    assert [s[1] for s in fetched] == sorted({s[1] for s in fetched})
+    unpacked = [s for s in seen if s[0] != "big.h5.gz"]
+    assert unpacked == [
+        ("unpacking big.h5", chunk, None, True, False),
+        ("unpacking big.h5", 2 * chunk, None, True, False),
+        ("unpacking big.h5", len(raw), None, True, False),
+    ]
+    assert _leftovers(tmp_path) == []
+
+
+def test_progress_of_a_restarted_download(server: _Fixture, tmp_path: Path) -> None:
+    name = layout.h5_name("valid", "y")
+    served = server.plan.files[name + ".gz"]
+    (tmp_path / (name + ".gz.part")).write_bytes(b"stale bytes from another file")
+    server.plan.ignore_range = True
+    seen: list[tuple[str, int, int | None]] = []
+    table = tuple(e for e in server.table if e.name == name)
+    download(
+        tmp_path, ["valid"], base_url=server.url, table=table, progress=lambda *a: seen.append(a)
+    )
+    assert seen[-2] == (name + ".gz", len(served), len(served))
+    assert seen[-1] == (f"unpacking {name}", len(server.originals[name]), None)
+    assert {s[0] for s in seen[:-1]} == {name + ".gz"}
+
+
+def test_requests_name_the_client(server: _Fixture, tmp_path: Path) -> None:
+    download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert server.plan.agents == ["pcam-download"] * 3
+
+
+def test_a_body_without_length_ends_with_the_connection(server: _Fixture, tmp_path: Path) -> None:
+    server.plan.no_length = True
+    seen: list[tuple[str, int, int | None]] = []
+    results = download(
+        tmp_path,
+        ["valid"],
+        base_url=server.url,
+        table=server.table,
+        progress=lambda *a: seen.append(a),
+    )
+    for result in results:
+        assert result.path.read_bytes() == server.originals[result.path.name]
+    assert all(s[2] is None for s in seen)
+
+
+def test_three_cuts_resume_and_a_fourth_gives_up(server: _Fixture, tmp_path: Path) -> None:
+    name = layout.h5_name("valid", "x") + ".gz"
+    data = server.plan.files[name]
+    cut = len(data) // 10
+    table = tuple(e for e in server.table if e.served_name == name)
+    server.plan.cut_after[name], server.plan.cut_times[name] = cut, 3
+    download(tmp_path / "a", ["valid"], base_url=server.url, table=table)
+    assert [r for n, r in server.plan.requests] == [None] + [f"bytes={k * cut}-" for k in (1, 2, 3)]
+    server.plan.requests.clear()
+    server.plan.cut_after[name], server.plan.cut_times[name] = cut, 4
+    part = tmp_path / "b" / (name + ".part")
+    with pytest.raises(DownloadError) as caught:
+        download(tmp_path / "b", ["valid"], base_url=server.url, table=table)
+    assert str(caught.value) == (
+        f"{_url(server, name)}: expected the whole of {name}, found the connection cut 4 times "
+        f"({len(data) - 4 * cut} bytes short), {4 * cut} bytes kept in {part}; "
+        "run the same command again to resume"
+    )
+    assert len(server.plan.requests) == 4
+    assert part.read_bytes() == data[: 4 * cut]
+
+
+def test_a_server_that_does_not_speak_http(server: _Fixture, tmp_path: Path) -> None:
+    name = layout.h5_name("valid", "x") + ".gz"
+    server.plan.garbage = b"NONSENSE"
+    with pytest.raises(DownloadError) as caught:
+        download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert str(caught.value) == (
+        f"{_url(server, name)}: expected the file {name}, found an error while downloading into "
+        f"{tmp_path / (name + '.part')} (NONSENSE); check the network and the free disk space, "
+        "then run the same command again"
+    )
+
+
+def test_a_complete_part_is_answered_416_and_kept(server: _Fixture, tmp_path: Path) -> None:
+    name = layout.h5_name("valid", "y")
+    served = server.plan.files[name + ".gz"]
+    (tmp_path / (name + ".gz.part")).write_bytes(served)
+    table = tuple(e for e in server.table if e.name == name)
+    (result,) = download(tmp_path, ["valid"], base_url=server.url, table=table)
+    assert server.plan.requests == [(name + ".gz", f"bytes={len(served)}-")]
+    assert result.path.read_bytes() == server.originals[name]
+
+
+def test_an_http_error_on_a_resumed_download(server: _Fixture, tmp_path: Path) -> None:
+    name = layout.h5_name("valid", "x") + ".gz"
+    (tmp_path / (name + ".part")).write_bytes(server.plan.files.pop(name)[:10])
+    with pytest.raises(DownloadError) as caught:
+        download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert str(caught.value) == (
+        f"{_url(server, name)}: expected the file {name}, found HTTP 404 Not Found; {_HINT_MIRROR}"
+    )
+    assert server.plan.requests == [(name, "bytes=10-")]
+
+
+def test_a_206_without_content_range(server: _Fixture, tmp_path: Path) -> None:
+    name = layout.h5_name("valid", "x") + ".gz"
+    part = tmp_path / (name + ".part")
+    part.write_bytes(server.plan.files[name][:10])
+    server.plan.content_range = ""
+    with pytest.raises(DownloadError) as caught:
+        download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert str(caught.value) == (
+        f"{_url(server, name)}: expected the bytes from 10 on, found Content-Range ''; "
+        f"delete {part} and run the same command again"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/html", b"Service unavailable"),  # an HTML type, whatever the body
+        ("application/octet-stream", b"\r\n  <html><head><title>Maintenance</title></head></html>"),
+    ],
+)
+def test_html_pages_by_type_or_by_first_byte(
+    server: _Fixture, tmp_path: Path, content_type: str, body: bytes
+) -> None:
+    name = layout.h5_name("valid", "x") + ".gz"
+    server.plan.page = (content_type, body)
+    with pytest.raises(DownloadError) as caught:
+        download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert str(caught.value) == (
+        f"{_url(server, name)}: expected the file {name}, found an HTML page ({content_type}, "
+        f"starts with {body[:40]!r}); the server sent a web page (error or login page) instead "
+        f"of the data; open the URL in a browser to see why, or set {URL_ENV} to a working mirror"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exact_network_messages(
+    fixture_files: tuple[object, object, tuple[PCamFile, ...]], tmp_path: Path
+) -> None:
+    name = layout.h5_name("valid", "x") + ".gz"
+    dead = _dead_url()
+    with pytest.raises(DownloadError) as caught:
+        download(tmp_path, ["valid"], base_url=dead, table=fixture_files[2], timeout=5)
+    assert str(caught.value) == (
+        f"{dead}/{name}?download=1: expected an answer, found no connection (connection refused); "
+        + _HINT_MIRROR
+    )
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/files"
+        with pytest.raises(DownloadError) as caught:
+            download(tmp_path, ["valid"], base_url=url, table=fixture_files[2], timeout=0.25)
+    assert str(caught.value) == (
+        f"{url}/{name}?download=1: expected an answer, found none within 0.25 s (timed out); "
+        + _HINT_MIRROR
+    )
+
+
+def test_exact_md5_messages(server: _Fixture, tmp_path: Path) -> None:
+    valid, test = layout.h5_name("valid", "y") + ".gz", layout.h5_name("test", "y") + ".gz"
+    files = server.plan.files
+    (row,) = [e for e in server.table if e.served_name == valid]
+    files[valid], files[test] = files[test], files[valid]
+    with pytest.raises(DownloadError) as caught:
+        download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert str(caught.value) == (
+        f"{_url(server, valid)}: expected {valid} (md5 {row.served_md5}), found another file: "
+        f"this is {test} (its md5 {_md5(files[valid])}), served under the name {valid}: the mirror "
+        f"swapped them; report it to the mirror, or set {URL_ENV} to another one"
+    )
+    files[valid] = b"garbage"
+    with pytest.raises(DownloadError) as caught:
+        download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert str(caught.value) == (
+        f"{_url(server, valid)}: expected {valid} with md5 {row.served_md5}, found md5 "
+        f"{_md5(b'garbage')} (corrupt or incomplete data; removed); run the same command again; "
+        "if it repeats, the server's copy is damaged"
+    )
+
+
+def test_unpacked_md5_mismatch_and_swap(server: _Fixture, tmp_path: Path) -> None:
+    valid, test = layout.h5_name("valid", "y"), layout.h5_name("test", "y")
+    gz = tmp_path / (valid + ".gz")
+    (row,) = [e for e in server.table if e.name == valid]
+    wrong = (PCamFile(row.name, row.split, row.served_md5, _md5(b"other")),)
+    with pytest.raises(DownloadError) as caught:
+        download(tmp_path, ["valid"], base_url=server.url, table=wrong)
+    assert str(caught.value) == (
+        f"{gz}: expected {valid} with md5 {_md5(b'other')}, found md5 "
+        f"{_md5(server.originals[valid])} (corrupt or incomplete data; removed); run the same "
+        "command again; if it repeats, the server's copy is damaged"
+    )
+    assert not (tmp_path / (valid + ".part")).exists()
+    # the unpacked md5 of the valid and test label rows exchanged (the official README's error)
+    md5 = {e.name: e.md5 for e in server.table}
+    swapped = {valid: md5[test], test: md5[valid]}
+    table = tuple(
+        PCamFile(e.name, e.split, e.served_md5, swapped.get(e.name, e.md5)) for e in server.table
+    )
+    with pytest.raises(DownloadError) as caught:
+        download(tmp_path, ["valid"], base_url=server.url, table=table)
+    assert str(caught.value) == (
+        f"{gz}: expected {valid} (md5 {md5[test]}), found another file: this is {test} (its md5 "
+        f"{md5[valid]}), served under the name {valid}: the mirror swapped them; report it to the "
+        f"mirror, or set {URL_ENV} to another one"
+    )
+
+
+def test_unreadable_gzip(server: _Fixture, tmp_path: Path) -> None:
+    server.plan.files["bad.h5.gz"] = b"not gzip data"
+    table = (_entry("bad.h5", b"not gzip data", b"whatever"),)
+    with pytest.raises(DownloadError) as caught:
+        download(tmp_path, ["valid"], base_url=server.url, table=table)
+    gz = tmp_path / "bad.h5.gz"
+    assert str(caught.value) == (
+        f"{gz}: expected a gzip file, found unreadable data (Not a gzipped file (b'no')); "
+        "delete it and download again"
+    )
+    assert _leftovers(tmp_path) == ["bad.h5.gz"]
+    # a .gz gone before it is unpacked: the same error, no .part left behind
+    gz.unlink()
+    with pytest.raises(DownloadError, match=r"expected a gzip file, found unreadable data \("):
+        pcam.download._unpack(gz, tmp_path / "bad.h5", table[0], table, None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_kept_verified_gz_is_unpacked_without_a_request(server: _Fixture, tmp_path: Path) -> None:
+    download(tmp_path, ["valid"], base_url=server.url, table=server.table, keep_gz=True)
+    names = [layout.h5_name("valid", kind) for kind in ("x", "y")]
+    assert _leftovers(tmp_path) == sorted(name + ".gz" for name in names)
+    for name in names:
+        (tmp_path / name).unlink()
+    (tmp_path / (names[1] + ".gz")).write_bytes(b"a damaged copy")
+    server.plan.requests.clear()
+    results = download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert [r.status for r in results] == ["downloaded", "downloaded", "present"]
+    assert server.plan.requests == [(names[1] + ".gz", None)]  # only the damaged one again
+    for result in results:
+        assert result.path.read_bytes() == server.originals[result.path.name]
+    assert _leftovers(tmp_path) == []
+
+
+def test_present_files_and_their_errors(server: _Fixture, tmp_path: Path) -> None:
+    dest = tmp_path / "new" / "dir"  # parents made too
+    download(dest, ["valid"], base_url=server.url, table=server.table)
+    results = download(dest, ["valid"], base_url=server.url, table=server.table)
+    assert results == [
+        pcam.download.Downloaded(dest / e.name, "present")
+        for e in server.table
+        if e.split == "valid"
+    ]
+    final = dest / layout.h5_name("valid", "y")
+    final.write_bytes(b"not this")
+    (row,) = [e for e in server.table if e.name == final.name]
+    with pytest.raises(DownloadError) as caught:
+        download(dest, ["valid"], base_url=server.url, table=server.table)
+    assert str(caught.value) == (
+        f"{final}: expected md5 {row.md5}, found an existing file with md5 {_md5(b'not this')}; "
+        "pass --overwrite to replace it"
+    )
+    with pytest.raises(OutputPathError) as raised:
+        download(final, ["valid"], base_url=server.url, table=server.table)
+    assert str(raised.value) == (
+        f"{final}: expected a directory to write PCam files into, found a file; choose another path"
+    )
+    with pytest.raises(UnknownSplitError) as unknown:
+        download(dest, ["valid", "training"], base_url=server.url, table=server.table)
+    assert str(unknown.value) == (
+        "unknown split 'training': expected one of train, valid, test; pass one of those names"
+    )
+
+
+def test_works_where_md5_is_only_allowed_for_non_security_use(
+    server: _Fixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a FIPS-mode OpenSSL refuses md5 unless the caller says usedforsecurity=False
+    real = hashlib.md5
+
+    def fips_md5(data: bytes = b"", *, usedforsecurity: bool = True) -> hashlib._Hash:
+        if usedforsecurity is not False:
+            raise ValueError("[digital envelope routines] unsupported")
+        return real(data, usedforsecurity=False)
+
+    name = layout.h5_name("valid", "y")
+    monkeypatch.setattr(hashlib, "md5", fips_md5)
+    (tmp_path / (name + ".gz.part")).write_bytes(b"stale")  # hashed, then restarted
+    server.plan.ignore_range = True
+    download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    results = download(tmp_path, ["valid"], base_url=server.url, table=server.table)
+    assert [r.status for r in results] == ["present"] * 3

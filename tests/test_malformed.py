@@ -500,6 +500,55 @@ CASES: list[Builder] = [
 ]
 
 
+_FIX_HINT = "write the split again (pcam synth) or download it again (pcam download)"
+
+
+_WHAT_TO_DO = {
+    "length_mismatch": "the files are from different splits or one is incomplete",
+    "mask_too_short": "the files are from different splits or one is incomplete",
+    "labels_out_of_range": "the file is not a PCam label file or is corrupt",
+    "empty_split": "write or download the split again",
+    "missing_x": "run pcam synth or pcam download first",
+    "missing_y": "run pcam synth or pcam download first",
+    "x_dangling_symlink": "run pcam synth or pcam download first",
+    "missing_data_dir": "check the path or run pcam synth / download",
+    "data_dir_is_a_file": "check the path or run pcam synth / download",
+    "x_is_a_directory": "remove or rename it",
+    "unknown_split": "pass one of those names",
+}
+"""The end of each case's message (what to do), where it is not ``_FIX_HINT``."""
+
+
+_DIR_HINT = "check the path or run pcam synth / download"
+
+_EXACT: dict[str, Callable[[Path], str]] = {
+    "x_is_a_directory": lambda root: (
+        f"{_x(root)}: expected an HDF5 file of PCam images (dataset 'x'), found a directory; "
+        "remove or rename it"
+    ),
+    "x_random_bytes": lambda root: (
+        f"{_x(root)}: expected an HDF5 file of PCam images (dataset 'x'), found a file that is "
+        f"not HDF5; {_FIX_HINT}"
+    ),
+    "x_never_written": lambda root: (
+        f"{_x(root)}: expected {N} patches of data, found a dataset with no data (never "
+        f"written); {_FIX_HINT}"
+    ),
+    "missing_data_dir": lambda root: (
+        f"{root}: expected a directory of PCam files, found no such directory; {_DIR_HINT}"
+    ),
+    "data_dir_is_a_file": lambda root: (
+        f"{root}: expected a directory of PCam files, found a file, not a directory; {_DIR_HINT}"
+    ),
+    "mask_too_short": lambda root: (
+        f"{_x(root, 'train')} holds {N} patches but {layout.h5_path(root, 'train', 'mask')} holds "
+        f"{N - 2} masks: expected the same number in both; the files are from different splits "
+        "or one is incomplete"
+    ),
+}
+"""The whole message of the cases whose pattern above leaves words open, given ``case.root``."""
+
+
 @pytest.mark.parametrize("build", [pytest.param(b, id=b.__name__) for b in CASES])
 def test_malformed_input_raises_one_clear_error(build: Builder, tmp_path: Path) -> None:
     case = build(tmp_path)
@@ -511,6 +560,9 @@ def test_malformed_input_raises_one_clear_error(build: Builder, tmp_path: Path) 
     assert re.search(case.pattern, message), f"{message!r} does not match {case.pattern!r}"
     assert "\n" not in message, message
     assert "\r" not in message, message
+    assert message.endswith(f"; {_WHAT_TO_DO.get(build.__name__, _FIX_HINT)}"), message
+    if build.__name__ in _EXACT:
+        assert message == _EXACT[build.__name__](case.root)
     assert _listing(tmp_path) == before, "open_split changed the data directory"
 
 
@@ -536,3 +588,108 @@ def test_rewritten_pcam_files_open(tmp_path: Path) -> None:
     split = open_split(root, "valid")
     np.testing.assert_array_equal(split.read_images(slice(None)), images)
     np.testing.assert_array_equal(split.labels, labels.reshape(-1))
+
+
+# -- damage that only shows when the data is read: exact messages ----------------------------------
+
+
+def _garble_first_chunk(path: Path, key: str) -> None:
+    """Garble the deflate stream of the stored chunk holding element 0 of ``key``."""
+    with h5py.File(path, "r") as handle:
+        info = handle[key].id.get_chunk_info_by_coord((0,) * handle[key].ndim)
+    with path.open("r+b") as handle:
+        handle.seek(info.byte_offset + 2)
+        handle.write(b"\xff" * (info.size - 2))
+
+
+def _h5py_error(path: Path, key: str, selection: Any) -> str:
+    """The first line of h5py's own error for reading ``selection`` of ``key``."""
+    with h5py.File(path, "r") as handle, pytest.raises(OSError, match=r"(?i)filter|read") as raised:
+        handle[key][selection]
+    return str(raised.value).strip().splitlines()[0]
+
+
+def test_damaged_patches_raise_when_read(tmp_path: Path) -> None:
+    write_split(tmp_path, "valid", N, seed=0, chunked=True, compression="gzip")
+    x = _x(tmp_path)
+    _garble_first_chunk(x, "x")
+    split = open_split(tmp_path, "valid")  # the last chunk is fine: the damage is not seen yet
+    assert split.read_images(slice(N - 1, N)).shape == (1, *layout.IMAGE_SHAPE)
+    for index in (slice(0, 2), np.array([1, 0])):
+        with pytest.raises(UnreadableFileError) as raised:
+            split.read_images(index)
+        first = _h5py_error(x, "x", slice(0, 2))
+        assert str(raised.value) == (
+            f"{x}: expected readable patches, found damaged data ({first}); {_FIX_HINT}"
+        )
+
+
+def test_damaged_labels_exact_message(tmp_path: Path) -> None:
+    case = y_gzip_inner_chunk_corrupt(tmp_path)
+    y = _y(case.root)
+    with pytest.raises(UnreadableFileError) as raised:
+        open_split(case.root, case.split)
+    first = _h5py_error(y, "y", Ellipsis)
+    assert str(raised.value) == (
+        f"{y}: expected readable labels, found damaged data ({first}); {_FIX_HINT}"
+    )
+
+
+def test_unreadable_file_exact_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # root reads every file whatever its mode, so the permission check is simulated
+    root = _valid(tmp_path)
+    x = _x(root)
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda path, mode: Path(path) != x and real_access(path, mode)
+    )
+    with pytest.raises(UnreadableFileError) as raised:
+        open_split(root, "valid")
+    assert str(raised.value) == (
+        f"{x}: expected an HDF5 file of PCam images (dataset 'x'), found a file this user cannot "
+        "read; check its permissions"
+    )
+
+
+def test_the_keys_found_are_listed(tmp_path: Path) -> None:
+    root = _valid(tmp_path)
+    x = _x(root)
+    images = _read(x, "x")
+    with h5py.File(x, "w", libver=layout.HDF5_LIBVER) as handle:
+        handle.create_dataset("images", data=images)
+        handle.create_dataset("labels", data=np.zeros(N, dtype=np.uint8))
+    with pytest.raises(LayoutError) as raised:
+        open_split(root, "valid")
+    assert str(raised.value) == (
+        f"{x}: expected a dataset named 'x', found 'images', 'labels'; {_FIX_HINT}"
+    )
+
+
+def test_a_mask_file_that_is_not_hdf5(tmp_path: Path) -> None:
+    write_split(tmp_path, "train", N, seed=0, with_mask=True)
+    mask = layout.h5_path(tmp_path, "train", "mask")
+    mask.write_bytes(b"not HDF5")
+    with pytest.raises(UnreadableFileError) as raised:
+        open_split(tmp_path, "train")
+    assert str(raised.value) == (
+        f"{mask}: expected an HDF5 file of PCam tumour masks (dataset 'mask'), found a file that "
+        f"is not HDF5; {_FIX_HINT}"
+    )
+
+
+def test_only_the_last_patch_damaged(tmp_path: Path) -> None:
+    # one patch a chunk: the damage is in the last patch alone, and open_split must find it
+    root = _valid(tmp_path)
+    x = _x(root)
+    _rewrite(x, "x", _read(x, "x"), chunks=(1, *layout.IMAGE_SHAPE), compression="gzip")
+    offset, size = _last_chunk(x, "x")
+    with x.open("r+b") as handle:
+        handle.seek(offset + 2)
+        handle.write(b"\xff" * (size - 4))
+    with pytest.raises(UnreadableFileError) as raised:
+        open_split(root, "valid")
+    first = _h5py_error(x, "x", N - 1)
+    assert str(raised.value) == (
+        f"{x}: expected {N} readable patches, found a last patch that cannot be read ({first}); "
+        f"{_FIX_HINT}"
+    )

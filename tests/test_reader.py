@@ -293,3 +293,32 @@ def test_unpack_pixels_keeps_the_three_low_bytes_in_rgb_order() -> None:
     packed = np.array([[[0xAA030201, 0x00FFFEFD]]], dtype=np.uint32)
     np.testing.assert_array_equal(unpack_pixels(packed), [[[[1, 2, 3], [0xFD, 0xFE, 0xFF]]]])
     assert unpack_pixels(packed).flags.c_contiguous
+
+
+def test_a_window_is_read_once_for_all_its_batches(tmp_path: Path) -> None:
+    write_split(tmp_path, "valid", 300, seed=3, chunked=True)
+    split = open_split(tmp_path, "valid")
+    reader = EpochReader(split, StreamOptions(batch_size=50, shuffle=True, window_size=100))
+    real_read = split.read_images
+    reads: list[list[int]] = []
+
+    def counting_read(index: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
+        reads.append(index.tolist())
+        return real_read(index)
+
+    split.read_images = counting_read  # type: ignore[assignment,method-assign]
+    order = reader.order(0)
+    for step in (0, 1, 1, 0, 2, 3, 4, 5):
+        images, _ = reader.read_batch(0, step)
+        np.testing.assert_array_equal(images, real_read(order[step * 50 : step * 50 + 50]))
+    assert reads == [order[start : start + 100].tolist() for start in (0, 100, 200)]
+    assert list(reader._windows) == [(0, 1), (0, 2)]
+    for (_, window), buffer in reader._windows.items():
+        np.testing.assert_array_equal(buffer, real_read(order[window * 100 : window * 100 + 100]))
+
+
+def test_the_order_uses_the_window_rounded_to_whole_batches(synthetic_root: Path) -> None:
+    options = StreamOptions(batch_size=30, shuffle=True, seed=4, block_size=16, window_size=100)
+    reader = EpochReader(open_split(synthetic_root, "valid"), options)
+    expected = epoch_order(512, shuffle=True, seed=4, epoch=1, block_size=16, window_size=120)
+    np.testing.assert_array_equal(reader.order(1), expected)

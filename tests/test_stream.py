@@ -421,3 +421,22 @@ def test_unshuffled_augmented_epochs_differ_and_repeat_with_the_seed(synthetic_r
     np.testing.assert_array_equal(second, again_second)
     assert not np.array_equal(first, second)  # new D4 codes and colour draws each epoch
     assert not np.array_equal(first, epochs(2)[0])
+
+
+def test_a_few_bright_pixels_stay_white() -> None:
+    # float to uint8 casts out of range give 0 on some paths (small tensors): the clip must be 255
+    white = tf.constant(np.full((1, 1, 1, 3), 255, np.uint8))
+    brighter = ColourJitter(brightness=0.5, contrast=0.0, saturation=0.0, hue=0.0)
+    seed = (9, 1)
+    assert _draws(1, seed)[0, 0] > 0.1  # the image gets brighter by more than 12 grey levels
+    out = jitter_colours(white, tf.constant(seed, tf.int64), brighter).numpy()
+    np.testing.assert_array_equal(out, np.full((1, 1, 1, 3), 255, np.uint8))
+
+
+def test_colour_unpack_pixels_keeps_the_three_low_bytes() -> None:
+    from pcam.data.colour import unpack_pixels
+
+    packed = tf.constant(np.array([[[0xAA030201, 0x00FFFEFD]]], dtype=np.uint32))
+    unpacked = unpack_pixels(packed).numpy()
+    assert unpacked.dtype == np.uint8
+    np.testing.assert_array_equal(unpacked, [[[[1, 2, 3], [0xFD, 0xFE, 0xFF]]]])

@@ -1,7 +1,8 @@
 """Mutation testing of the modules whose bugs are silent, each against its own tests only.
 
-Usage: ``python tools/mutation.py [MODULE.py ...] [--jobs N] [--json PATH] [--keep]`` (``tox -e
-mutation``). With no module it runs every module of :data:`TESTS_FOR`. For each module it:
+Usage: ``python tools/mutation.py [MODULE.py ...] [--jobs N] [--json PATH] [--keep] [--mutants
+GLOB ...]`` (``tox -e mutation``). With no module it runs every module of :data:`TESTS_FOR`. For
+each module it:
 
 1. copies the repository (``pcam/``, ``tests/``, ``pyproject.toml``) to a fresh temporary
    directory and appends a ``[tool.mutmut]`` section to the copy's ``pyproject.toml`` that mutates
@@ -21,9 +22,14 @@ skips (``# pragma: no mutate`` lines generate none; ``skipped`` is for mutants i
 ``killed``: a test failed; ``timeout``: the tests ran past mutmut's CPU-time limit (an endless
 loop is a detected bug); ``crashed``: the test process died (mutmut's ``segfault``, a signal).
 ``survived``, ``no tests`` (no selected test calls the mutated function) and ``suspicious``
-count against the score. Survivors listed in ``tools/mutation_equivalents.toml`` with a reason
-are shown apart from the unexplained ones, but they are **not** subtracted: an equivalent mutant
-still lowers the score. A module under :data:`THRESHOLD` makes the script exit with status 1.
+count against the score. ``--mutants GLOB`` (repeatable; mutmut's own name filter, e.g.
+``'pcam.data.split.x__inspect__*'``) runs only the mutants whose names match, and the score, the
+counts and the survivors are then those of that subset alone: the report marks such a run
+``subset``. It is for rerunning the survivors of a slow module after adding tests; the full run,
+without ``--mutants``, is the one that measures a module. Survivors listed in
+``tools/mutation_equivalents.toml`` with a reason are shown apart from the unexplained ones, but
+they are **not** subtracted: an equivalent mutant still lowers the score. A module under
+:data:`THRESHOLD` makes the script exit with status 1.
 
 Equivalent mutants are keyed by mutmut's mutant name (``pcam.data.order.x_epoch_order__mutmut_56``)
 together with the change it makes (its ``-``/``+`` lines). mutmut numbers the mutants of a function
@@ -54,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import importlib
 import json
 import os
@@ -141,6 +148,8 @@ class ModuleResult:
     seconds: float
     survivors: list[Survivor] = field(default_factory=list)
     error: str | None = None
+    selection: list[str] = field(default_factory=list)
+    """The ``--mutants`` globs of a subset run; empty when every mutant of the module ran."""
 
     @property
     def passed(self) -> bool:
@@ -223,18 +232,24 @@ def run_env() -> dict[str, str]:
     return env
 
 
-def mutate(module: str, jobs: int, keep: bool, timeout: float) -> ModuleResult:
-    """Run mutmut on ``module`` in a temporary copy of the repository and collect the result."""
+def mutate(
+    module: str, jobs: int, keep: bool, timeout: float, selection: list[str] | None = None
+) -> ModuleResult:
+    """Run mutmut on ``module`` in a temporary copy of the repository and collect the result.
+
+    ``selection``: mutmut name globs; only the matching mutants run and are counted.
+    """
     # the tool's own mapping of exit codes to statuses (imported late: only this env has mutmut)
     status_by_exit_code = importlib.import_module("mutmut.stats").status_by_exit_code
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="pcam-mutation-"))
     tests = list(TESTS_FOR[module])
+    selection = list(selection or [])
     try:
         copy = make_copy(module, workdir)
         log = workdir / "mutmut.log"
-        command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)]
+        command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *selection]
         with log.open("w", encoding="utf-8") as out:
             # its own process group, so that its forked workers end with it
             process = subprocess.Popen(
@@ -264,10 +279,17 @@ def mutate(module: str, jobs: int, keep: bool, timeout: float) -> ModuleResult:
                 0.0,
                 time.monotonic() - started,
                 error=f"mutmut ended with {returncode}; log tail:\n{tail}",
+                selection=selection,
             )
         exit_codes: dict[str, int | None] = json.loads(meta.read_text(encoding="utf-8"))[
             "exit_code_by_key"
         ]
+        if selection:  # the same matching as mutmut's own filter
+            exit_codes = {
+                name: code
+                for name, code in exit_codes.items()
+                if name in selection or any(fnmatch.fnmatch(name, glob) for glob in selection)
+            }
         statuses = {name: str(status_by_exit_code[code]) for name, code in exit_codes.items()}
         counts: dict[str, int] = {}
         for status in statuses.values():
@@ -296,6 +318,7 @@ def mutate(module: str, jobs: int, keep: bool, timeout: float) -> ModuleResult:
             score,
             time.monotonic() - started,
             survivors,
+            selection=selection,
         )
     finally:
         if keep:
@@ -355,6 +378,8 @@ def report(results: list[ModuleResult]) -> str:
     for r in results:
         c = r.counts
         status = "ERROR" if r.error else ("ok" if r.passed else f"UNDER {THRESHOLD:g}%")
+        if r.selection:
+            status += " subset"
         lines.append(
             f"{r.module:<24} {r.total:>5} {c.get('killed', 0):>6} {c.get('timeout', 0):>4} "
             f"{c.get('segfault', 0):>5} {c.get('survived', 0):>5} {c.get('no tests', 0):>5} "
@@ -393,6 +418,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
     parser.add_argument(
+        "--mutants",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="run (and score) only the mutants whose mutmut names match; repeatable",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=5400.0, help="wall-clock seconds per module (%(default)s)"
     )
     args = parser.parse_args(argv)
@@ -406,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[ModuleResult] = []
     for module in modules:
         print(f"mutating {module} against {', '.join(TESTS_FOR[module])} ...", flush=True)
-        result = mutate(module, args.jobs, args.keep, args.timeout)
+        result = mutate(module, args.jobs, args.keep, args.timeout, args.mutants)
         explain(result, equivalents)
         results.append(result)
         print(f"   {result.score:.1f}% in {result.seconds:.0f} s", flush=True)
