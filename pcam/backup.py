@@ -24,6 +24,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from pcam.outputs import write_json_atomically
+
 METADATA_FILE = "training_metadata.json"
 """The file in which Keras' ``BackupAndRestore`` records the number of finished epochs."""
 
@@ -102,6 +104,4 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
                 "best_epoch": stopping.best_epoch,
             },
         }
-        temporary = self._state_path.with_name(f".{STATE_FILE}.partial-{os.getpid()}")
-        temporary.write_text(json.dumps(state) + "\n")
-        temporary.replace(self._state_path)
+        write_json_atomically(self._state_path, state)

@@ -1,17 +1,21 @@
-"""Output directories written whole or not at all.
+"""Outputs written whole or not at all: directories, and single JSON files.
 
 A command that writes a directory of results (a report, explanations) fills a hidden staging
 directory beside it and renames it into place only when everything is written; on any error the
-staging directory is removed and an existing destination is left as it was.
+staging directory is removed and an existing destination is left as it was. A JSON record is
+written to a hidden temporary file beside it and renamed over it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pcam.errors import OutputExistsError, OutputPathError
 
@@ -41,3 +45,10 @@ def staged_directory(destination: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def write_json_atomically(path: Path, value: Any) -> None:
+    """Write ``value`` as indented JSON to ``path`` through a temporary file renamed over it."""
+    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    temporary.write_text(json.dumps(value, indent=2) + "\n")
+    temporary.replace(path)

@@ -27,6 +27,7 @@ from pcam.data.split import open_split
 from pcam.errors import InvalidArgumentError, OutputExistsError
 from pcam.model import ARCHITECTURES, build_model, resolve_weights
 from pcam.multiworker import prepare_multiworker_fit
+from pcam.outputs import write_json_atomically
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 LR_SCHEDULES = ("cosine", "constant")
@@ -173,7 +174,7 @@ def _train(config: TrainConfig, *, verbose: int | str) -> dict[str, list[float]]
     # workers other than the chief keep their backup and logs apart (a shared disk stays sane)
     logs = run if worker == 0 else run / f"worker-{worker}"
     _prepare_run_directory(run, logs, overwrite=config.overwrite)
-    _write_json_atomically(logs / "config.json", asdict(config))
+    write_json_atomically(logs / "config.json", asdict(config))
     samples = min(config.max_train_samples or len(train_split), len(train_split))
     steps = max(1, math.ceil(samples / config.batch_size))
     # a resumed run's stream goes on after the batches its finished epochs consumed
@@ -310,12 +311,6 @@ def _worker_index(strategy: Any) -> int:
     return int(resolver.task_id or 0)
 
 
-def _write_json_atomically(path: Path, value: Any) -> None:
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    temporary.write_text(json.dumps(value, indent=2) + "\n")
-    temporary.replace(path)
-
-
 class AtomicBestModel(keras.callbacks.Callback):  # type: ignore[misc]
     """Save the model with the lowest validation loss, atomically (temporary file, then rename).
 
@@ -348,4 +343,4 @@ class AtomicBestModel(keras.callbacks.Callback):  # type: ignore[misc]
             temporary.unlink(missing_ok=True)
             return
         temporary.replace(self.path)
-        _write_json_atomically(self.record, {"epoch": epoch + 1, "val_loss": self.best})
+        write_json_atomically(self.record, {"epoch": epoch + 1, "val_loss": self.best})

@@ -19,6 +19,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from pcam.outputs import write_json_atomically
+
 
 def platform_fingerprint() -> dict[str, Any]:
     """What decides the exact bits of a run: TensorFlow, the CPU's vector units, oneDNN."""
@@ -63,9 +65,7 @@ def check_figures(
     if record:
         kept = [entry for entry in entries if entry["parameters"] != wanted]
         kept.append({"parameters": wanted, "platform": here, "figures": dict(figures)})
-        temporary = snapshot.with_name(f".{snapshot.name}.partial-{os.getpid()}")
-        temporary.write_text(json.dumps(kept, indent=2) + "\n")
-        temporary.replace(snapshot)
+        write_json_atomically(snapshot, kept)
         return f"recorded {len(figures)} figures in {snapshot}"
     matching = [entry for entry in entries if entry["parameters"] == wanted]
     if not matching:
