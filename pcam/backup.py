@@ -11,12 +11,20 @@ file and start afresh.
 :class:`ResumableBackup` saves both beside the Keras backup, tagged with the epoch they belong to,
 and restores them when the run resumes. The loader's position is the third piece; the trainer
 reads it with :func:`finished_epochs` before it builds the stream (see :mod:`pcam.train`).
+
+The backup also survives a full disk or a kill while it is written. Keras writes
+``latest.weights.h5`` and its epoch record in place, so a failure halfway leaves a truncated file
+that no later run can load. Here each file is written under a temporary name and renamed over
+the old one, the epoch record last, so the previous epoch's backup stays whole until the new one
+is complete. A backup damaged some other way is found by :func:`discard_unusable_backup` before
+the run resumes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +32,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from pcam.errors import PCamError
 from pcam.outputs import write_json_atomically
 
 METADATA_FILE = "training_metadata.json"
@@ -39,6 +48,70 @@ def finished_epochs(backup_dir: str | os.PathLike[str]) -> int:
     if not record.is_file():
         return 0
     return int(json.loads(record.read_text())["epoch"])
+
+
+class BackupMismatchError(PCamError, ValueError):
+    """A readable backup that does not load into the model being trained."""
+
+    def __init__(self, backup: Path, error: Exception) -> None:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        super().__init__(
+            f"{backup}: expected a backup of this run's model, found one that does not load "
+            f"({reason}); pass --overwrite to start the run afresh, or use another --out"
+        )
+
+
+WEIGHTS_FILE = "latest.weights.h5"
+"""The file in which Keras' ``BackupAndRestore`` keeps the weights and the optimizer state."""
+
+
+def discard_unusable_backup(backup_dir: str | os.PathLike[str]) -> str | None:
+    """Remove a backup that cannot be resumed from; returns why, or ``None`` when it is usable.
+
+    A backup is usable when its epoch record is a JSON object with an ``epoch``, and its weights
+    file is an HDF5 file whose every dataset reads (a truncated file fails here, not halfway
+    through loading). An unusable backup is pcam's own file, and nothing can be made of it: it is
+    removed, and the run starts again from its first epoch.
+    """
+    backup = Path(backup_dir)
+    if not backup.is_dir():
+        return None
+    problem = _backup_problem(backup)
+    if problem is None:
+        return None
+    shutil.rmtree(backup, ignore_errors=True)
+    return (
+        f"{backup}: expected a complete training backup, found {problem}; it was removed and "
+        "training starts again from epoch 1"
+    )
+
+
+def _backup_problem(backup: Path) -> str | None:
+    """What makes ``backup`` unusable, or ``None``."""
+    import h5py
+
+    record, weights = backup / METADATA_FILE, backup / WEIGHTS_FILE
+    if not record.exists() and not weights.exists():
+        return None  # made, then killed before the first epoch ended: nothing to resume
+    try:
+        epoch = json.loads(record.read_text())["epoch"]
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(epoch)
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"an unreadable {METADATA_FILE}"
+    datasets: list[h5py.Dataset] = []
+    try:
+        with h5py.File(weights, "r") as handle:
+            handle.visititems(
+                lambda name, item: datasets.append(item) if isinstance(item, h5py.Dataset) else None
+            )
+            for dataset in datasets:
+                dataset[()]
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return f"an unreadable (truncated?) {WEIGHTS_FILE}"
+    if not datasets:
+        return f"a {WEIGHTS_FILE} without weights"
+    return None
 
 
 def seed_generators(model: keras.Model) -> list[Any]:
@@ -65,7 +138,10 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         """Restore the weights and the epoch (Keras), then the state Keras leaves out."""
-        super().on_train_begin(logs)
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError) as error:
+            raise BackupMismatchError(Path(self.backup_dir), error) from None
         epoch = finished_epochs(self.backup_dir)
         if epoch == 0 or not self._state_path.is_file():
             return
@@ -87,12 +163,32 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
             self.early_stopping.best = saved["best"]
             self.early_stopping.best_epoch = int(saved["best_epoch"])
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        """Save the Keras backup, then our state for the same epoch (atomically)."""
-        super().on_epoch_end(epoch, logs)
+    def _save_model(self) -> None:
+        """Keras' backup, written so that a failure halfway leaves the previous one whole.
+
+        The weights go to a temporary file renamed over :data:`WEIGHTS_FILE`; then our state
+        (seed counters, early stopping) and last the epoch record, each renamed into place. On
+        any failure the temporary file is removed.
+        """
+        backup = Path(self.backup_dir)
+        backup.mkdir(parents=True, exist_ok=True)
+        temporary = backup / f".latest.partial-{os.getpid()}.weights.h5"
+        try:
+            self.model.save_weights(filepath=str(temporary), overwrite=True)
+            temporary.replace(backup / WEIGHTS_FILE)
+        finally:
+            temporary.unlink(missing_ok=True)
+        write_json_atomically(self._state_path, self._state(self._current_epoch))
+        write_json_atomically(
+            backup / METADATA_FILE,
+            {"epoch": self._current_epoch, "batch": self._last_batch_seen},
+        )
+
+    def _state(self, epoch: int) -> dict[str, Any]:
+        """Our record for the backup of ``epoch`` finished epochs."""
         stopping = self.early_stopping
-        state = {
-            "epoch": epoch + 1,
+        return {
+            "epoch": epoch,
             "seed_states": [
                 np.asarray(g.state.numpy()).tolist() for g in seed_generators(self.model)
             ],
@@ -104,4 +200,3 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
                 "best_epoch": stopping.best_epoch,
             },
         }
-        write_json_atomically(self._state_path, state)

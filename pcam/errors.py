@@ -118,3 +118,59 @@ class NoGPUError(PCamError, RuntimeError):
             "(tf.config.list_physical_devices('GPU') is empty); check the driver and CUDA "
             "libraries (nvidia-smi, pip install 'tensorflow[and-cuda]'), or drop --require-gpu"
         )
+
+
+class UnsafeOutputError(PCamError, FileExistsError):
+    """An output place that pcam must not write into or replace: it holds files pcam did not write.
+
+    ``--overwrite`` replaces only what the project itself wrote (a folder with pcam's marker file
+    and nothing else in it); the current directory, a folder holding an input, and a folder with
+    anyone else's files are never replaced.
+    """
+
+    def __init__(self, path: Path, expected: str, found: str) -> None:
+        super().__init__(
+            f"{path}: expected {expected}, found {found}; choose another output path "
+            "(pcam never deletes files it did not write)"
+        )
+
+
+class OutputNotWritableError(PCamError, OSError):
+    """An output place the operating system will not let this user write into."""
+
+    def __init__(self, path: Path, found: str) -> None:
+        super().__init__(
+            f"{path}: expected a folder this user can write into, found {found}; "
+            "choose another output path or fix its permissions"
+        )
+
+
+class DamagedDataError(UnreadableFileError):
+    """Stored data that cannot be read back: a damaged chunk of a chunked or compressed file.
+
+    ``first_index`` is the first row (patch, label or mask) that cannot be read, or ``None`` when
+    it could not be found (the rows read on a second try). ``rows`` is ``(start, stop)`` of the
+    damaged chunk (of the one unreadable row in a file that is not chunked), or of the rows being
+    read when ``first_index`` is ``None``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        noun: str,
+        rows: tuple[int, int],
+        first_index: int | None,
+        reason: str,
+        hint: str,
+        *,
+        chunked: bool = True,
+    ) -> None:
+        self.first_index = first_index
+        self.rows = rows
+        start, stop = rows
+        if first_index is None:
+            found = f"damaged data while reading {noun} {start}-{stop - 1} ({reason})"
+        else:
+            where = f"a damaged chunk at {noun} {start}-{stop - 1}" if chunked else "damaged data"
+            found = f"{where} (first unreadable index {first_index}: {reason})"
+        super().__init__(path, f"readable {noun}", found, hint)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,9 @@ from pcam.data import d4
 from pcam.data.split import open_split
 from pcam.metrics import CLASS_NAMES, classification_report
 from pcam.outputs import refuse_existing_directory, staged_directory
+
+REPORT = "report"
+"""The kind of output folder ``pcam evaluate`` writes (see :mod:`pcam.outputs`)."""
 
 
 def predict_batch(
@@ -75,21 +78,23 @@ def write_report(
     run_log: Path | None = None,
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> dict[str, Any]:
     """Write ``metrics.json`` and the PNG plots into ``out_dir``; returns the metrics.
 
     ``run_log`` is a Keras CSV log whose training curves are plotted when present; ``extra`` is
-    merged into the JSON (model path, split, options).
+    merged into the JSON (model path, split, options). ``overwrite`` replaces only a report pcam
+    wrote that holds none of ``inputs`` (see :func:`pcam.outputs.refuse_unsafe_replacement`).
     """
     from pcam import plots
 
     destination = Path(out_dir)
-    refuse_existing_directory(destination, overwrite=overwrite)
+    refuse_existing_directory(destination, overwrite=overwrite, kind=REPORT, inputs=inputs)
     report = classification_report(
         labels, probabilities, threshold=threshold, bootstrap_rounds=bootstrap_rounds
     )
     report.update(extra or {})
-    with staged_directory(destination) as staging:
+    with staged_directory(destination, REPORT) as staging:
         if report["roc_auc"] is not None:
             plots.plot_roc(labels, probabilities, report, staging / "roc.png")
         plots.plot_confusion_matrix(report, staging / "confusion_matrix.png")
@@ -142,11 +147,16 @@ def evaluate(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Load a model, predict a split and write the report; every input is checked first."""
+    """Load a model, predict a split and write the report; every input is checked first.
+
+    The report folder is checked before the model loads: it must be new, empty or (with
+    ``overwrite``) a report pcam wrote, away from the model and the data, and writable.
+    """
     from pcam.model import load_model
 
     destination = Path(out_dir)
-    refuse_existing_directory(destination, overwrite=overwrite)
+    inputs = (model_path, data_dir)
+    refuse_existing_directory(destination, overwrite=overwrite, kind=REPORT, inputs=inputs)
     open_split(data_dir, split)  # a bad data directory fails before the model is loaded
     model = load_model(model_path)
     labels, probabilities = predict_split(
@@ -163,4 +173,5 @@ def evaluate(
         run_log=run_log,
         extra=extra,
         overwrite=overwrite,
+        inputs=inputs,
     )

@@ -42,6 +42,9 @@ from pcam.outputs import refuse_existing_directory, staged_directory
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 """File name endings of the patch images read from folders (any case)."""
 
+EXPLANATION = "explanation"
+"""The kind of output folder ``pcam explain`` writes (see :mod:`pcam.outputs`)."""
+
 CAM_BATCH = 64
 """Patches per Grad-CAM call."""
 
@@ -152,7 +155,10 @@ def explain(
     layer). ``progress`` is called with the number of patches mapped. Returns the JSON report.
     """
     destination = Path(out_dir)
-    refuse_existing_directory(destination, overwrite=overwrite)
+    sources = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    refuse_existing_directory(
+        destination, overwrite=overwrite, kind=EXPLANATION, inputs=[model_path, *sources]
+    )
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidArgumentError("n", "a number of patches >= 1", n)
     if class_index not in (0, 1):
@@ -308,7 +314,7 @@ def _write(
     title = f"{report['method']} at {', '.join(report['layer'])}, {report['class_name']} class"
     if patches.masks is not None:
         title += " (white outline: true tumour)"
-    with staged_directory(destination) as staging:
+    with staged_directory(destination, EXPLANATION) as staging:
         explain_plots.save_grid(
             staging / "grid.png",
             patches.images,

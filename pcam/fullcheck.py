@@ -15,7 +15,6 @@ interrupted run goes on from its backup, a finished run is evaluated without tra
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -26,11 +25,15 @@ from typing import Any
 
 from pcam import layout
 from pcam.data.split import open_split
-from pcam.errors import InvalidArgumentError, NoGPUError, OutputExistsError, OutputPathError
+from pcam.errors import InvalidArgumentError, NoGPUError, OutputExistsError
+from pcam.outputs import claim_directory, write_json_atomically
 
 #: The floors the issue asks of ResNet50 on the PCam test split (configurable).
 DEFAULT_MIN_ACCURACY = 0.90
 DEFAULT_MIN_AUC = 0.965
+
+FULL_CHECK = "full check"
+"""The kind of output folder ``pcam fullcheck`` writes (see :mod:`pcam.outputs`)."""
 
 SUMMARY_FILE = "fullcheck.json"
 
@@ -151,8 +154,7 @@ def full_check(
         open_split(config.data, split)
     out = Path(config.out)
     summary_path = out / SUMMARY_FILE
-    if out.exists() and not out.is_dir():
-        raise OutputPathError(out, "a file")
+    claim_directory(out, FULL_CHECK)  # a folder holding anyone else's files is refused
     if summary_path.exists() and not config.overwrite:
         raise OutputExistsError(out)
     if summary_path.exists():
@@ -223,9 +225,7 @@ def full_check(
         "timings": timings,
         "machine": _machine(),
     }
-    temporary = summary_path.with_name(f".{SUMMARY_FILE}.partial-{os.getpid()}")
-    temporary.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    temporary.replace(summary_path)
+    write_json_atomically(summary_path, summary)
     return FullCheckResult(metrics=metrics, failures=failures, summary_path=summary_path)
 
 

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -22,12 +23,12 @@ from typing import Any
 
 import keras
 
-from pcam.backup import ResumableBackup, finished_epochs
+from pcam.backup import ResumableBackup, discard_unusable_backup, finished_epochs
 from pcam.data.split import open_split
 from pcam.errors import InvalidArgumentError, OutputExistsError
 from pcam.model import ARCHITECTURES, build_model, resolve_weights
 from pcam.multiworker import prepare_multiworker_fit
-from pcam.outputs import write_json_atomically
+from pcam.outputs import check_writable, claim_directory, make_folder, write_json_atomically
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 LR_SCHEDULES = ("cosine", "constant")
@@ -173,7 +174,10 @@ def _train(config: TrainConfig, *, verbose: int | str) -> dict[str, list[float]]
     worker = _worker_index(strategy)
     # workers other than the chief keep their backup and logs apart (a shared disk stays sane)
     logs = run if worker == 0 else run / f"worker-{worker}"
-    _prepare_run_directory(run, logs, overwrite=config.overwrite)
+    _prepare_run_directory(run, logs, overwrite=config.overwrite, chief=worker == 0)
+    unusable = discard_unusable_backup(logs / "backup")
+    if unusable:
+        warnings.warn(unusable, RuntimeWarning, stacklevel=2)
     write_json_atomically(logs / "config.json", asdict(config))
     samples = min(config.max_train_samples or len(train_split), len(train_split))
     steps = max(1, math.ceil(samples / config.batch_size))
@@ -275,6 +279,9 @@ def _distributed_datasets(
     )
 
 
+RUN = "run"
+"""The kind of output folder ``pcam train`` writes (see :mod:`pcam.outputs`)."""
+
 RUN_FILES = ("config.json", "model.keras", "best.json", "training_log.csv")
 RUN_FOLDERS = ("backup", "tensorboard")
 
@@ -285,22 +292,61 @@ def run_is_finished(run: str | os.PathLike[str]) -> bool:
     return (run / "model.keras").exists() and not (run / "backup").exists()
 
 
-def _prepare_run_directory(run: Path, logs: Path, *, overwrite: bool) -> None:
-    """Create the run directory; refuse a finished run unless ``overwrite`` (then clear it).
+def _prepare_run_directory(run: Path, logs: Path, *, overwrite: bool, chief: bool) -> None:
+    """Claim the run directory; refuse a finished run unless ``overwrite`` (then clear it).
 
-    A directory whose ``logs`` folder (the run directory itself on the chief) holds ``backup/``
-    is an interrupted run: training resumes there. One with a model but no backup is finished:
-    training again would mix two runs' logs and models.
+    The chief claims ``run`` as pcam's (:func:`pcam.outputs.claim_directory`): a new or empty
+    folder, or one an earlier ``pcam train`` wrote; a folder holding anyone else's files is
+    refused, since a run would mix its files with them. A directory whose ``logs`` folder (the
+    run directory itself on the chief) holds ``backup/`` is an interrupted run: training resumes
+    there, unless ``overwrite``. One with a model but no backup is finished: training again would
+    mix two runs' logs and models, so it needs ``overwrite``. ``overwrite`` removes only the
+    files and folders a run writes (:data:`RUN_FILES`, :data:`RUN_FOLDERS`, ``worker-*``).
     """
-    finished = (run / "model.keras").exists() and not (logs / "backup").exists()
+    if chief:
+        claim_directory(run, RUN, tolerated=lambda name: name.startswith("worker-"))
+        remove_leftovers(run)
+    else:
+        check_writable(logs)
+    interrupted = (logs / "backup").exists()
+    finished = (run / "model.keras").exists() and not interrupted
     if finished and not overwrite:
         raise OutputExistsError(run)
-    if finished:
+    if overwrite and (finished or interrupted):
         for name in RUN_FILES:
             (run / name).unlink(missing_ok=True)
         for folder in [*(run / name for name in RUN_FOLDERS), *run.glob("worker-*")]:
             shutil.rmtree(folder, ignore_errors=True)
-    logs.mkdir(parents=True, exist_ok=True)
+    make_folder(logs)
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Remove the temporary files a killed process left in ``folder`` and its ``backup/``.
+
+    Those are the hidden ``.<name>.partial-<pid>...`` files of a process that no longer runs
+    (files of live processes, such as other workers on this host, are left alone). Returns the
+    files removed.
+    """
+    removed = []
+    for candidate in [*folder.glob(".*.partial-*"), *(folder / "backup").glob(".*.partial-*")]:
+        pid = candidate.name.partition(".partial-")[2].split(".")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (this process counts as dead: it just began)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _worker_index(strategy: Any) -> int:
@@ -338,9 +384,12 @@ class AtomicBestModel(keras.callbacks.Callback):  # type: ignore[misc]
         self.best = float(loss)
         # every worker saves (saving may run collective ops); only the chief keeps the file
         temporary = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}.keras")
-        self.model.save(temporary)
+        try:
+            self.model.save(temporary)
+            if self.chief:
+                temporary.replace(self.path)
+        finally:
+            temporary.unlink(missing_ok=True)  # a failed save (a full disk) leaves nothing
         if not self.chief:
-            temporary.unlink(missing_ok=True)
             return
-        temporary.replace(self.path)
         write_json_atomically(self.record, {"epoch": epoch + 1, "val_loss": self.best})

@@ -20,6 +20,7 @@ import pcam
 from pcam import layout
 from pcam.cli import main
 from pcam.data.split import open_split
+from pcam.outputs import MARKER
 
 N = 40
 HEADER = ["split", "patches", "positive", "layout", "size", "meta", "mask"]
@@ -71,6 +72,7 @@ def _files(root: Path) -> dict[str, bytes]:
 def _expected_names(with_train_mask: bool = True) -> set[str]:
     names = {layout.h5_name(s, k) for s in ("train", "valid") for k in ("x", "y")}
     names |= {layout.meta_name(s) for s in ("train", "valid")}
+    names.add(MARKER)  # the record of the files synth wrote (what --overwrite may replace)
     if with_train_mask:
         names.add(layout.h5_name("train", "mask"))
     return names

@@ -13,11 +13,13 @@ import pytest
 pytest.importorskip("tensorflow")
 from PIL import Image
 
+import pcam
 from pcam.cli import main
 from pcam.data import open_split
 from pcam.errors import InvalidArgumentError
 from pcam.explain import read_patch_file, sample_indices
 from pcam.explain_plots import overlay
+from pcam.outputs import MARKER, read_marker
 
 PNG = b"\x89PNG\r\n\x1a\n"
 OUTPUTS = {"explain.json", "grid.png", "overlays"}
@@ -76,7 +78,12 @@ def test_explain_a_split_writes_the_grid_overlays_and_metrics(
     printed, err = capsys.readouterr()
     assert "pointing game" in printed
     assert "Traceback" not in err
-    assert set(p.name for p in out.iterdir()) == OUTPUTS
+    assert set(p.name for p in out.iterdir()) == {*OUTPUTS, MARKER}
+    assert read_marker(out) == {
+        "kind": "explanation",
+        "pcam_version": pcam.__version__,
+        "files": sorted(OUTPUTS),
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["explained"]  # no staging left
     grid = out / "grid.png"
     assert grid.read_bytes().startswith(PNG)
@@ -112,7 +119,7 @@ def test_explain_a_split_writes_the_grid_overlays_and_metrics(
             assert 0.0 <= metrics[side][key] <= 1.0, (side, key)
 
 
-def test_an_existing_output_is_kept_unless_overwrite(
+def test_an_existing_output_is_kept_and_only_pcams_own_is_overwritten(
     model_path: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
@@ -123,8 +130,19 @@ def test_an_existing_output_is_kept_unless_overwrite(
     assert _call(argv) == 1
     assert "pass --overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
-    assert _call([*argv, "--overwrite"]) == 0
-    assert set(p.name for p in out.iterdir()) == OUTPUTS
+    # --overwrite does not make a user's folder pcam's to delete
+    assert _call([*argv, "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"pcam explain: error: {out}: expected an explanation folder that pcam wrote, found a "
+        f"folder without pcam's {MARKER}; choose another output path (pcam never deletes files "
+        "it did not write)\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    assert _call(argv) == 0  # an empty folder is fine
+    assert _call([*argv, "--overwrite"]) == 0  # and pcam's own output is replaced
+    assert set(p.name for p in out.iterdir()) == {*OUTPUTS, MARKER}
     report = json.loads((out / "explain.json").read_text())
     assert report["inputs"]["split"] == "valid"  # the default split
     assert "with_mask" not in report["metrics"]  # valid has no mask: deletion/insertion only

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from pcam import layout
 from pcam.data.split import open_split
 from pcam.errors import InvalidArgumentError, OutputExistsError
-from pcam.testing.synthetic import CHUNK, generate, write_arrays, write_split
+from pcam.outputs import MARKER, written_files
+from pcam.testing.synthetic import CHUNK, SYNTHETIC, generate, write_arrays, write_split
 
 C0, C1 = layout.CENTRE_START, layout.CENTRE_STOP
 REAL_LABEL_SIZES = {"train": 262_144, "valid": 32_768, "test": 32_768}
@@ -88,7 +89,8 @@ def test_written_split_passes_open_split(tmp_path: Path) -> None:
             layout.meta_path(tmp_path, "valid"),
         ]
     )
-    assert sorted(os.listdir(tmp_path)) == sorted(path.name for path in written)
+    assert sorted(os.listdir(tmp_path)) == sorted([MARKER, *(path.name for path in written)])
+    assert written_files(tmp_path, SYNTHETIC) == {path.name for path in written}
     split = open_split(tmp_path, "valid")
     assert len(split) == 40
     assert split.layout == "contiguous"

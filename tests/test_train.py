@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from pcam.cli import main
+from pcam.outputs import write_marker
 from tests.conftest import deterministic_config
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
@@ -133,6 +134,7 @@ def test_a_finished_run_is_not_trained_over_without_overwrite(
     run.mkdir()
     (run / "model.keras").write_bytes(b"a finished run's model")
     (run / "training_log.csv").write_text("epoch,loss\n0,0.5\n")
+    write_marker(run, "run")  # as pcam train leaves it
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     argv = ["train", "--data", str(synthetic_root), "--out", str(run), "--model", "small"]
     assert main(argv) == 1

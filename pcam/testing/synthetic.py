@@ -30,7 +30,16 @@ import numpy as np
 import numpy.typing as npt
 
 from pcam import layout
-from pcam.errors import InvalidArgumentError, OutputExistsError, OutputPathError
+from pcam.errors import (
+    InvalidArgumentError,
+    OutputExistsError,
+    OutputPathError,
+    UnsafeOutputError,
+)
+from pcam.outputs import MARKER, record_written, written_files
+
+SYNTHETIC = "synthetic data"
+"""The kind recorded in a data folder's marker for the files synthetic writes put there."""
 
 CHUNK = 512
 """Patches generated and written at a time (14 MB of images)."""
@@ -376,8 +385,11 @@ def _write_blocks(
         raise InvalidArgumentError("compression", "None, 'gzip' or 'lzf'", compression)
     root_path = Path(root)
     final = split_outputs(root_path, split, with_meta=with_meta, with_mask=with_mask)
+    companions = split_outputs(root_path, split, with_meta=True, with_mask=True)
     if not overwrite:
         refuse_existing(final)
+    else:  # replace only files pcam synth wrote, never downloaded or hand-made PCam files
+        refuse_foreign([path for path in {*final, *companions} if path.exists()])
     make_output_dir(root_path)
     targets = dict(zip(("x", "y", "mask"), final[: 3 if with_mask else 2], strict=False))
     meta = final[-1] if with_meta else None
@@ -417,9 +429,9 @@ def _write_blocks(
                 progress(stop)
         for handle in files.values():
             handle.close()
+    record_written(root_path, SYNTHETIC, (path.name for path in final))
     if overwrite:  # a mask or meta CSV left from an earlier write would not match the new data
-        companions = split_outputs(root_path, split, with_meta=True, with_mask=True)[2:]
-        for stale in set(companions) - set(final):
+        for stale in set(companions[2:]) - set(final):
             stale.unlink(missing_ok=True)
     return final
 
@@ -436,6 +448,20 @@ def refuse_existing(paths: Iterable[Path]) -> None:
     for path in paths:
         if path.exists():
             raise OutputExistsError(path)
+
+
+def refuse_foreign(paths: Iterable[Path]) -> None:
+    """Raise :class:`UnsafeOutputError` for the first of ``paths`` that pcam synth did not write.
+
+    Its folder's marker (:mod:`pcam.outputs`) lists the files synthetic writes put there.
+    """
+    for path in sorted(paths):
+        if path.name not in written_files(path.parent, SYNTHETIC):
+            raise UnsafeOutputError(
+                path,
+                "a file that pcam synth wrote, to replace with --overwrite",
+                f"a file pcam did not write (not listed in {MARKER})",
+            )
 
 
 def make_output_dir(root: Path) -> None:
