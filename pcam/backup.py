@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from pcam.errors import PCamError
-from pcam.outputs import write_json_atomically
+from pcam.outputs import naming, write_json_atomically
 
 METADATA_FILE = "training_metadata.json"
 """The file in which Keras' ``BackupAndRestore`` records the number of finished epochs."""
@@ -174,7 +174,8 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         backup.mkdir(parents=True, exist_ok=True)
         temporary = backup / f".latest.partial-{os.getpid()}.weights.h5"
         try:
-            self.model.save_weights(filepath=str(temporary), overwrite=True)
+            with naming(backup / WEIGHTS_FILE):
+                self.model.save_weights(filepath=str(temporary), overwrite=True)
             temporary.replace(backup / WEIGHTS_FILE)
         finally:
             temporary.unlink(missing_ok=True)

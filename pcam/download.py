@@ -33,6 +33,7 @@ import http.client
 import os
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -42,6 +43,7 @@ from typing import IO, Final, Literal
 
 from pcam import layout
 from pcam.errors import DownloadError, OutputPathError, UnknownSplitError
+from pcam.outputs import check_writable, warn_if_low_space
 
 ZENODO_URL: Final = "https://zenodo.org/records/2546921/files"
 """Base URL of the official PCam files; a file is at ``<base>/<file>?download=1``."""
@@ -151,18 +153,39 @@ def download(
     with a one-line message on any failure; a partial ``.part`` is kept so the next call resumes.
     """
     dest = Path(dest)
-    if dest.exists() and not dest.is_dir():
-        raise OutputPathError(dest, "a file")
-    dest.mkdir(parents=True, exist_ok=True)
     base = base_url if base_url is not None else base_url_from_env()
+    check_base_url(base)
     wanted = set(splits)
     for split in wanted:
         if split not in layout.SPLITS:
             raise UnknownSplitError(split, layout.SPLITS)
+    if dest.exists() and not dest.is_dir():
+        raise OutputPathError(dest, "a file")
+    check_writable(dest)  # before any byte is fetched
+    needed = sum(_unpacked_bytes(split) for split in wanted)
+    warn_if_low_space(dest, 2 * needed, "the download and its unpacking", command="pcam download")
+    dest.mkdir(parents=True, exist_ok=True)
     done: list[Downloaded] = []
     for entry in (e for e in table if e.split in wanted):
         done.append(_one(dest, entry, base, table, progress, overwrite, keep_gz, timeout))
     return done
+
+
+def check_base_url(base: str) -> None:
+    """Raise a one-line :class:`DownloadError` unless ``base`` is an http(s) or file URL."""
+    scheme = urllib.parse.urlsplit(base).scheme.lower()
+    if scheme not in ("http", "https", "file") or base.rstrip("/").endswith(":"):
+        raise DownloadError(
+            base,
+            "an http://, https:// or file:// base URL",
+            f"{'no scheme' if not scheme else f'the scheme {scheme!r}'}",
+            f"fix ${URL_ENV} (or unset it to download from Zenodo)",
+        )
+
+
+def _unpacked_bytes(split: str) -> int:
+    """The size of a split's image file once unpacked (the labels and metadata are small)."""
+    return layout.OFFICIAL_SIZES[split] * layout.PATCH_SIZE * layout.PATCH_SIZE * 3
 
 
 def _one(

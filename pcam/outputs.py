@@ -221,18 +221,22 @@ def written_files(folder: Path, kind: str) -> set[str]:
     return set(marker.get("files", []))
 
 
-def record_written(folder: Path, kind: str, names: Iterable[str]) -> None:
+def record_written(
+    folder: Path, kind: str, names: Iterable[str], *, removed: Iterable[str] = ()
+) -> None:
     """Add ``names`` to the files pcam records writing into ``folder`` as ``kind``.
 
     For folders pcam shares with other files (a data folder), where ``--overwrite`` replaces a
-    file only when it is on this list. A folder marked as another kind of output is refused.
+    file only when it is on this list; ``removed`` are files pcam deleted, dropped from the list
+    (a file of that name appearing later is someone else's). A folder marked as another kind of
+    output is refused.
     """
     marker = read_marker(folder)
     if marker is not None and marker["kind"] != kind:
         raise UnsafeOutputError(
             folder, f"a folder for {kind} files", f"pcam's {marker['kind']} folder"
         )
-    write_marker(folder, kind, written_files(folder, kind) | set(names))
+    write_marker(folder, kind, (written_files(folder, kind) - set(removed)) | set(names))
 
 
 def make_folder(folder: Path) -> None:
@@ -257,6 +261,21 @@ def write_json_atomically(path: Path, value: Any) -> None:
         with suppress(OSError):
             temporary.unlink()
         raise
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give an ``OSError`` raised in the block without a file name ``path`` as its file name.
+
+    Libraries that write through handles (h5py, zipfile) report a full disk without saying
+    which file; the one-line message should.
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
 
 
 def free_bytes(path: Path) -> int | None:

@@ -1,4 +1,4 @@
-"""Predict the tumour probability of patches with a saved model and write them as CSV.
+r"""Predict the tumour probability of patches with a saved model and write them as CSV.
 
 The inputs are patch images (PNG, JPEG or TIFF files, or folders of them: a folder gives its
 image files by name, not recursively, as :mod:`pcam.explain` reads them) and PCam image files
@@ -13,6 +13,13 @@ The CSV has one row per patch, in input order, with the columns
 - ``probability``: the tumour probability, written as the shortest decimal that reads back as
   the exact double (Python ``repr``); with ``tta`` the mean over the 8 symmetries of the square;
 - ``label``: ``tumour`` when ``probability >= threshold``, else ``normal``.
+
+Text cells (the ``source``) are written so that no file name can break the CSV or act in a
+spreadsheet (:func:`csv_text`): a name that is not valid UTF-8 (on Linux, bytes the file system
+allows but UTF-8 does not) keeps its readable part and shows each bad byte as ``\xNN``
+(``bad\xff.png``), and the row is kept; a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab
+or a carriage return, which a spreadsheet could run as a formula, gets a leading ``'``
+(OWASP's advice against CSV injection: ``'=cmd|calc.png``). Numbers are written as they are.
 
 Every input is listed and checked (paths exist, HDF5 files hold PCam images) and the output is
 checked before the model is loaded. The CSV is written under a temporary name beside its
@@ -41,7 +48,9 @@ from pcam.errors import (
     MissingFileError,
     OutputExistsError,
     OutputPathError,
+    UnsafeOutputError,
 )
+from pcam.outputs import check_writable
 from pcam.patch_io import FitMode, decode_patch
 
 HDF5_SUFFIXES: Final = (".h5", ".hdf5")
@@ -49,6 +58,9 @@ HDF5_SUFFIXES: Final = (".h5", ".hdf5")
 
 COLUMNS: Final = ("source", "index", "probability", "label")
 """The CSV header."""
+
+FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection)."""
 
 InputPath = str | os.PathLike[str]
 
@@ -231,14 +243,41 @@ class OutputFolderError(OutputPathError):
         )
 
 
-def check_output(out: InputPath, *, overwrite: bool = False) -> Path:
-    """The CSV destination, refused when it is a folder, or a file and not ``overwrite``."""
+def check_output(
+    out: InputPath, *, overwrite: bool = False, inputs: Sequence[InputPath] = ()
+) -> Path:
+    """The CSV destination, refused unless it is new, or (with ``overwrite``) pcam's own CSV.
+
+    ``overwrite`` replaces only a predictions CSV that pcam wrote (its first line is the header
+    :data:`COLUMNS`), and never one of ``inputs`` (the model, the images). The folder it goes in
+    must be writable (or makeable).
+    """
     destination = Path(out)
     if destination.is_dir():
         raise OutputFolderError(destination)
-    if destination.exists() and not overwrite:
-        raise OutputFileExistsError(destination)
+    if destination.exists():
+        if not overwrite:
+            raise OutputFileExistsError(destination)
+        expected = "a predictions CSV that pcam wrote, to replace with --overwrite"
+        for item in inputs:
+            if Path(item).resolve() == destination.resolve():
+                raise UnsafeOutputError(destination, expected, f"the input {item}")
+        if not _is_predictions_csv(destination):
+            raise UnsafeOutputError(
+                destination, expected, f"a file whose first line is not {','.join(COLUMNS)}"
+            )
+    check_writable(destination.parent)
     return destination
+
+
+def _is_predictions_csv(path: Path) -> bool:
+    """Whether ``path`` starts with the header line pcam predict writes."""
+    try:
+        with path.open("rb") as stream:
+            first = stream.readline(256)
+    except OSError:
+        return False
+    return first.rstrip(b"\r\n") == ",".join(COLUMNS).encode()
 
 
 def write_predictions_csv(
@@ -310,7 +349,8 @@ def predict(
         raise InvalidArgumentError("threshold", "a probability in [0, 1]", threshold)
     sources = _as_sources(inputs)
     if isinstance(out, (str, os.PathLike)):
-        check_output(out, overwrite=overwrite)
+        given = [source.path for source in sources]
+        check_output(out, overwrite=overwrite, inputs=[*given, model] if _is_path(model) else given)
     if isinstance(model, (str, os.PathLike)):
         from pcam.model import load_model
 
@@ -338,6 +378,11 @@ def predict(
 
 
 # -- internals -------------------------------------------------------------------------------------
+
+
+def _is_path(value: object) -> bool:
+    """Whether ``value`` names a file (rather than being a loaded model or a stream)."""
+    return isinstance(value, (str, os.PathLike))
 
 
 def _as_sources(inputs: Sequence[InputPath | Source]) -> list[Source]:
@@ -384,6 +429,8 @@ def _pieces(sources: Sequence[Source], fit: FitMode, batch_size: int) -> Iterato
     """Patches source by source: one per image, HDF5 files in slices of ``batch_size`` rows."""
     import h5py
 
+    from pcam.data.split import read_rows
+
     for source in sources:
         name = str(source.path)
         if source.kind == "image":
@@ -394,7 +441,7 @@ def _pieces(sources: Sequence[Source], fit: FitMode, batch_size: int) -> Iterato
             dataset = handle["x"]
             for start in range(0, source.count, batch_size):
                 stop = min(start + batch_size, source.count)
-                images = np.asarray(dataset[start:stop], dtype=np.uint8)
+                images = np.asarray(read_rows(dataset, source.path, start, stop), dtype=np.uint8)
                 rows = list(range(start, stop))
                 yield PatchBatch(images, [name] * len(rows), list(rows), [None] * len(rows))
 
@@ -424,7 +471,14 @@ def _write_rows(
     stream: TextIO,
     threshold: float,
 ) -> tuple[int, int]:
+    """Write the header and a row per patch; the source goes through :func:`csv_text`.
+
+    Python's CSV writer quotes a cell holding a newline but not one holding a lone carriage
+    return (with newline line endings), which readers take for a line break: a row whose
+    source holds one is written with every cell quoted.
+    """
     writer = csv.writer(stream, lineterminator="\n")
+    quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(COLUMNS)
     patches = tumour = 0
     for batch, probabilities in results:
@@ -432,9 +486,10 @@ def _write_rows(
             batch.sources, batch.indices, probabilities.tolist(), strict=True
         ):
             is_tumour = probability >= threshold
-            writer.writerow(
+            cell = csv_text(source)
+            (quoted if "\r" in cell else writer).writerow(
                 (
-                    source,
+                    cell,
                     "" if index is None else index,
                     repr(float(probability)),
                     "tumour" if is_tumour else "normal",
@@ -443,6 +498,34 @@ def _write_rows(
             patches += 1
             tumour += is_tumour
     return patches, tumour
+
+
+def csv_text(text: str) -> str:
+    r"""A text cell made safe to write as UTF-8 CSV and to open in a spreadsheet.
+
+    A string that UTF-8 cannot encode (a file name with bytes that are not UTF-8, which Python
+    holds as surrogates) gets those bytes as ``\xNN`` escapes: ``bad\xff.png``. A cell that
+    starts with one of :data:`FORMULA_STARTS` gets a leading ``'``, so a spreadsheet shows it as
+    text instead of running it (``'=cmd|calc.png``). Anything else is returned unchanged.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = _escape_undecodable(text)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def _escape_undecodable(text: str) -> str:
+    r"""``text`` with what UTF-8 cannot encode shown as backslash escapes.
+
+    A file name Python decoded with ``surrogateescape`` gets its original bytes back, escaped
+    as ``\xNN``; any other lone surrogate is escaped as ``\udNNN``.
+    """
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # not a surrogate-escaped file name
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _make_parents(folder: Path) -> list[Path]:

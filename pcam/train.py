@@ -23,12 +23,25 @@ from typing import Any
 
 import keras
 
-from pcam.backup import ResumableBackup, discard_unusable_backup, finished_epochs
+from pcam.backup import (
+    METADATA_FILE,
+    ResumableBackup,
+    discard_unusable_backup,
+    finished_epochs,
+)
 from pcam.data.split import open_split
 from pcam.errors import InvalidArgumentError, OutputExistsError
 from pcam.model import ARCHITECTURES, build_model, resolve_weights
 from pcam.multiworker import prepare_multiworker_fit
-from pcam.outputs import check_writable, claim_directory, make_folder, write_json_atomically
+from pcam.outputs import (
+    MARKER,
+    check_writable,
+    claim_directory,
+    make_folder,
+    naming,
+    warn_if_low_space,
+    write_json_atomically,
+)
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 LR_SCHEDULES = ("cosine", "constant")
@@ -174,15 +187,34 @@ def _train(config: TrainConfig, *, verbose: int | str) -> dict[str, list[float]]
     worker = _worker_index(strategy)
     # workers other than the chief keep their backup and logs apart (a shared disk stays sane)
     logs = run if worker == 0 else run / f"worker-{worker}"
+    created = not run.exists()
     _prepare_run_directory(run, logs, overwrite=config.overwrite, chief=worker == 0)
-    unusable = discard_unusable_backup(logs / "backup")
-    if unusable:
-        warnings.warn(unusable, RuntimeWarning, stacklevel=2)
+    try:
+        return _fit(config, strategy, run, logs, worker, weights, len(train_split), verbose)
+    except BaseException:
+        if worker == 0:  # a run that failed before its first epoch ended leaves nothing
+            remove_unstarted_run(run, created=created)
+        raise
+
+
+def _fit(
+    config: TrainConfig,
+    strategy: Any,
+    run: Path,
+    logs: Path,
+    worker: int,
+    weights: str | None,
+    train_size: int,
+    verbose: int | str,
+) -> dict[str, list[float]]:
+    """Build the model and the streams in a prepared run directory, and train (or resume)."""
     write_json_atomically(logs / "config.json", asdict(config))
-    samples = min(config.max_train_samples or len(train_split), len(train_split))
+    samples = min(config.max_train_samples or train_size, train_size)
     steps = max(1, math.ceil(samples / config.batch_size))
     # a resumed run's stream goes on after the batches its finished epochs consumed
-    resumed_steps = finished_epochs(logs / "backup") * steps
+    resumed_epochs = finished_epochs(logs / "backup")
+    resumed_steps = resumed_epochs * steps
+    trim_log(logs / "training_log.csv", resumed_epochs)
     train_data, valid_data = _distributed_datasets(strategy, config, resumed_steps)
     gpu = gpu_present()
     mixed = gpu if config.mixed_precision is None else config.mixed_precision
@@ -203,6 +235,10 @@ def _train(config: TrainConfig, *, verbose: int | str) -> dict[str, list[float]]
         )
     if config.strategy == "multiworker":
         prepare_multiworker_fit(model, strategy)
+    # float32 weights in the model file and, with Adam's two moments, three times in the backup,
+    # each written beside the old one before the rename; plus room for the logs
+    needed = int(model.count_params()) * 4 * 6 + 50 * 2**20
+    warn_if_low_space(logs, needed, "the model, its backup and the logs", command="pcam train")
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
     callbacks = [
         AtomicBestModel(run / "model.keras", chief=worker == 0),
@@ -308,16 +344,66 @@ def _prepare_run_directory(run: Path, logs: Path, *, overwrite: bool, chief: boo
         remove_leftovers(run)
     else:
         check_writable(logs)
+    unusable = discard_unusable_backup(logs / "backup")
+    if unusable:  # its logs and model belong to epochs that will be trained again
+        warnings.warn(unusable, RuntimeWarning, stacklevel=3)
+        _clear(logs, [])
     interrupted = (logs / "backup").exists()
     finished = (run / "model.keras").exists() and not interrupted
     if finished and not overwrite:
         raise OutputExistsError(run)
     if overwrite and (finished or interrupted):
-        for name in RUN_FILES:
-            (run / name).unlink(missing_ok=True)
-        for folder in [*(run / name for name in RUN_FOLDERS), *run.glob("worker-*")]:
-            shutil.rmtree(folder, ignore_errors=True)
+        _clear(run, list(run.glob("worker-*")))
     make_folder(logs)
+
+
+def _clear(folder: Path, more: list[Path]) -> None:
+    """Remove the files and folders a run writes (and ``more`` folders) from ``folder``."""
+    for name in RUN_FILES:
+        (folder / name).unlink(missing_ok=True)
+    for path in [*(folder / name for name in RUN_FOLDERS), *more]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def trim_log(log: Path, epochs: int) -> None:
+    """Keep only the header and the rows of the first ``epochs`` epochs of a Keras CSV log.
+
+    A run stopped after the log got an epoch's row but before that epoch's backup was complete
+    (a full disk, a kill) trains the epoch again when it resumes; without this, the log would
+    hold the epoch twice.
+    """
+    if not log.is_file():
+        return
+    lines = log.read_bytes().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if _epoch_of(line) < epochs]
+    if kept != lines:
+        temporary = log.with_name(f".{log.name}.partial-{os.getpid()}")
+        try:
+            temporary.write_bytes(b"".join(kept))
+            temporary.replace(log)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+def _epoch_of(row: bytes) -> int:
+    """The epoch number a CSV log row starts with (a row without one sorts after every epoch)."""
+    first = row.split(b",", 1)[0].strip()
+    return int(first) if first.isdigit() else 2**31
+
+
+def remove_unstarted_run(run: Path, *, created: bool) -> None:
+    """After a failure, remove what a run that never finished an epoch wrote into ``run``.
+
+    A run with a model or a backup has something to resume from and is left alone. Otherwise the
+    run's own files go, and ``run`` itself when this process made it and nothing else is in it.
+    """
+    if (run / "model.keras").exists() or (run / "backup" / METADATA_FILE).exists():
+        return
+    _clear(run, [])
+    remove_leftovers(run)
+    if created and sorted(entry.name for entry in run.iterdir()) == [MARKER]:
+        (run / MARKER).unlink()
+        run.rmdir()
 
 
 def remove_leftovers(folder: Path) -> list[Path]:
@@ -385,7 +471,8 @@ class AtomicBestModel(keras.callbacks.Callback):  # type: ignore[misc]
         # every worker saves (saving may run collective ops); only the chief keeps the file
         temporary = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}.keras")
         try:
-            self.model.save(temporary)
+            with naming(self.path):
+                self.model.save(temporary)
             if self.chief:
                 temporary.replace(self.path)
         finally:

@@ -318,6 +318,12 @@ def test_an_existing_csv_is_replaced_only_with_overwrite(
     printed, err = capsys.readouterr()
     _one_line_error(err, printed, "found an existing file", "--overwrite")
     assert out.read_text() == "keep me\n"
+    # --overwrite replaces only a CSV pcam predict wrote, not the user's file of that name
+    assert _call([*argv, "--out", out, "--overwrite"]) == 1
+    printed, err = capsys.readouterr()
+    _one_line_error(err, printed, "found a file whose first line is not source,", "choose")
+    assert out.read_text() == "keep me\n"
+    out.write_text("source,index,probability,label\nold.png,0,0.5,tumour\n")
     assert _call([*argv, "--out", out, "--overwrite"]) == 0
     assert [row["source"] for row in _rows(out)] == [str(patch_files / "loose.png")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]

@@ -6,12 +6,21 @@
   ``[B, 96, 96, 3]`` patches and gives ``[B, 1]`` probabilities, and warms it up so that the
   first timed prediction does not pay for tracing.
 - :func:`decode_upload` turns an upload into a patch, a request to choose how to fit an image
-  that is not 96x96 (centre-crop or resize: never done silently), or a one-line error.
+  that is not 96x96 (centre-crop or resize: never done silently), or a one-line error. An
+  upload over :data:`MAX_UPLOAD_MB` is refused unread; the rest are decoded once per content
+  (their SHA-256), name and fit, and remembered (the last :data:`UPLOAD_CACHE_ENTRIES`, for
+  every session of the server), so a rerun (a slider move) and a fit choice decode nothing
+  again; an image too large or of the wrong size is refused from its header
+  (:mod:`pcam.patch_io`).
 - :func:`predict` classifies all the patches in batches of up to :data:`BATCH_SIZE` (one model
   call for a usual upload) and times the model calls; the time per patch it reports is the
   batch's time divided by its number of patches, and is labelled so.
 - :func:`gradcam_maps`, :func:`select_maps` and :func:`overlays` give the Grad-CAM overlays;
-  :func:`make_rows` and :func:`rows_to_csv` the batch table and its CSV.
+  :func:`make_rows` and :func:`rows_to_csv` the batch table and its CSV, whose text cells are
+  neutralised as ``pcam predict``'s are (:func:`pcam.predict.csv_text`).
+- :func:`markdown_text` escapes an upload's name before the page puts it into Markdown;
+  :func:`address_warning` is the warning ``pcam app`` prints for an address other machines can
+  reach.
 """
 
 from __future__ import annotations
@@ -19,9 +28,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import ipaddress
 import os
 import threading
 import time
+import unicodedata
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +44,8 @@ import numpy.typing as npt
 
 from pcam import layout
 from pcam.errors import InvalidArgumentError, MissingFileError, PCamError, UnreadableFileError
-from pcam.patch_io import FitMode, PatchSizeError, decode_patch
+from pcam.patch_io import EXPECTED, FitMode, PatchSizeError, decode_patch
+from pcam.predict import csv_text
 
 DEMO_MODEL: Final = Path("pcam-demo") / "run" / "model.keras"
 """Where ``pcam demo`` (default ``--out``) leaves its model, relative to the working directory."""
@@ -45,6 +58,19 @@ DEFAULT_THRESHOLD: Final = 0.5
 
 BATCH_SIZE: Final = 64
 """Patches per model call: a usual upload is one call."""
+
+MAX_UPLOAD_MB: Final = 4
+"""Largest upload, in megabytes of 2**20 bytes (Streamlit's unit): ``pcam app`` passes it to
+Streamlit as ``--server.maxUploadSize`` (its default is 200), the page to its file uploader, and
+:func:`decode_upload` refuses anything larger. A 96x96 patch is at most 28 KB in any format
+(27,648 bytes of RGB); 4 MB leaves room for a larger tile to crop or resize (a 2048x2048
+JPEG, a 1024x1024 PNG of noise) and keeps a few uploads far from the server's memory limits."""
+
+MAX_UPLOAD_BYTES: Final = MAX_UPLOAD_MB * 1024 * 1024
+""":data:`MAX_UPLOAD_MB` in bytes."""
+
+UPLOAD_CACHE_ENTRIES: Final = 256
+"""Decoded uploads remembered (each a 96x96 patch, 27 KB, or a one-line error): 7 MB at most."""
 
 CSV_COLUMNS: Final = ("file", "probability", "label", "inference_ms", "note")
 """Columns of the batch table and of its CSV."""
@@ -188,8 +214,59 @@ def decode_upload(name: str, data: bytes, fit: FitMode | None = None) -> Upload:
 
     A 96x96 image becomes a patch. An image of another size needs ``fit`` (``"crop"`` or
     ``"resize"``): without it the result only carries its size (:attr:`Upload.needs_fit`).
-    A file that is not a readable RGB image gives :attr:`Upload.error`, one line.
+    A file that is not a readable RGB image, or is larger than :data:`MAX_UPLOAD_MB`, gives
+    :attr:`Upload.error`, one line. The result is remembered by the SHA-256 of ``data``, the
+    name and the fit (the last :data:`UPLOAD_CACHE_ENTRIES`), so the same upload is decoded
+    once however often the page runs; its patch is read-only.
     """
+    if len(data) > MAX_UPLOAD_BYTES:
+        return Upload(
+            name,
+            error=f"{name}: expected {EXPECTED} of at most {MAX_UPLOAD_MB} MB "
+            f"({MAX_UPLOAD_BYTES:,} bytes), found {len(data):,} bytes; cut out the 96x96 patch "
+            "and upload that",
+        )
+    return _decode_remembered(hashlib.sha256(data).hexdigest(), name, data, fit)
+
+
+def clear_upload_cache() -> None:
+    """Forget every decoded upload (the next :func:`decode_upload` of each decodes again)."""
+    with _UPLOADS_LOCK:
+        _UPLOADS.clear()
+
+
+_UPLOADS: Final[OrderedDict[tuple[str, str, str], Upload]] = OrderedDict()
+"""Decoded uploads by (SHA-256 of the bytes, name, fit), least recently used first."""
+
+_UPLOADS_LOCK: Final = threading.Lock()
+"""Held around every use of :data:`_UPLOADS`: sessions run in threads."""
+
+
+def _decode_remembered(digest: str, name: str, data: bytes, fit: FitMode | None) -> Upload:
+    """The upload decoded under ``fit``, from :data:`_UPLOADS` when it was decoded before."""
+    key = (digest, name, fit or "error")
+    with _UPLOADS_LOCK:
+        if key in _UPLOADS:
+            _UPLOADS.move_to_end(key)
+            return _UPLOADS[key]
+    upload = _decode_upload(digest, name, data, fit)
+    if upload.patch is not None:
+        upload.patch.flags.writeable = False  # shared by every rerun and session
+    with _UPLOADS_LOCK:
+        _UPLOADS[key] = upload
+        while len(_UPLOADS) > UPLOAD_CACHE_ENTRIES:
+            _UPLOADS.popitem(last=False)
+    return upload
+
+
+def _decode_upload(digest: str, name: str, data: bytes, fit: FitMode | None) -> Upload:
+    """:func:`decode_upload` without the size limit and the cache (``digest``: of ``data``)."""
+    if fit is not None and fit != "error":
+        # the size, from the first decode (remembered); a refusal or a 96x96 patch stands
+        first = _decode_remembered(digest, name, data, None)
+        if not first.needs_fit or first.size is None:
+            return first
+        return _fit_upload(name, data, fit, first.size)
     try:
         patch, note = decode_patch(data, fit="error", name=name)
         return Upload(name, patch=patch, note=note)
@@ -199,8 +276,11 @@ def decode_upload(name: str, data: bytes, fit: FitMode | None = None) -> Upload:
         return Upload(name, error=_first_line(error))
     except Exception as error:  # decode_patch should raise PCamError only; never a traceback
         return Upload(name, error=f"{name}: could not read it as an image ({_first_line(error)})")
-    if fit is None or fit == "error":
-        return Upload(name, size=size)
+    return Upload(name, size=size)
+
+
+def _fit_upload(name: str, data: bytes, fit: FitMode, size: tuple[int, int]) -> Upload:
+    """An upload of ``size`` (not 96x96) fitted as ``fit`` says, or the one-line refusal."""
     if fit not in fit_choices(*size):
         return Upload(
             name,
@@ -408,15 +488,91 @@ def table_columns(rows: Sequence[Row]) -> dict[str, list[Any]]:
 
 
 def rows_to_csv(rows: Sequence[Row]) -> str:
-    """The batch table as CSV text: a header, then probabilities to 6 decimals, ms to 3."""
+    """The batch table as CSV text: a header, then probabilities to 6 decimals, ms to 3.
+
+    Text cells (file, label, note) go through :func:`pcam.predict.csv_text`, as in
+    ``pcam predict``'s CSV: an upload named ``=cmd|calc.png`` is written ``'=cmd|calc.png``.
+    A row with a carriage return in a cell has every cell quoted (Python's writer would leave
+    it bare, and readers would split the row there).
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(CSV_COLUMNS)
     for row in rows:
-        writer.writerow(
-            [row.file, f"{row.probability:.6f}", row.label, f"{row.inference_ms:.3f}", row.note]
-        )
+        cells = [
+            csv_text(row.file),
+            f"{row.probability:.6f}",
+            csv_text(row.label),
+            f"{row.inference_ms:.3f}",
+            csv_text(row.note),
+        ]
+        (quoted if any("\r" in cell for cell in cells) else writer).writerow(cells)
     return buffer.getvalue()
+
+
+# -- names in the page, and the address --------------------------------------------------------
+
+MARKDOWN_SPECIAL: Final = frozenset("\\`*_{}[]<>#|~$&")
+"""Characters escaped with a backslash wherever an upload's name goes into Markdown: emphasis,
+code, links and images, HTML, headings, tables, strikethrough, LaTeX (``$``), entities."""
+
+
+def markdown_text(text: str) -> str:
+    r"""``text`` (an upload's name) escaped to show as itself in Streamlit Markdown, on one line.
+
+    Every character of :data:`MARKDOWN_SPECIAL` gets a backslash (``a_b*.png`` becomes
+    ``a\_b\*.png``), and so do the starts of a list item or a rule (a leading ``-`` or ``+``,
+    or the ``.`` or ``)`` after up to 9 leading digits and before a space), so the name cannot
+    format the page, link anywhere or start a block. Control characters (a newline, say) are
+    shown as escapes (``\n``, ``\x1b``) rather than break the line. Emoji short codes
+    (``:smile:``) are left as they are. Other names, such as ``patch-0.png`` or
+    ``2024.01 a.png``, are returned unchanged.
+    """
+    shown = []
+    for character in text:
+        if unicodedata.category(character) == "Cc":
+            shown.append(repr(character)[1:-1])
+        elif character in MARKDOWN_SPECIAL:
+            shown.append("\\" + character)
+        else:
+            shown.append(character)
+    escaped = "".join(shown)
+    if escaped[:1] in ("-", "+"):
+        return "\\" + escaped
+    digits = len(escaped) - len(escaped.lstrip("0123456789"))
+    marker, after = escaped[digits : digits + 1], escaped[digits + 1 : digits + 2]
+    if 1 <= digits <= 9 and marker in (".", ")") and after in ("", " ", "\t"):
+        return escaped[:digits] + "\\" + escaped[digits:]
+    return escaped
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` serves this machine only: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    host = address.strip().removeprefix("[").removesuffix("]")
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback
+
+
+def address_warning(address: str) -> str | None:
+    """The one-line warning ``pcam app`` prints for an ``--address`` other machines can reach.
+
+    ``None`` for a loopback address (:func:`is_loopback`).
+    """
+    if is_loopback(address):
+        return None
+    shown = address if address.strip() else repr(address)
+    return (
+        f"pcam app: warning: --address {shown} is not a loopback address, so other machines "
+        "that reach it can use the app (no login; their uploads are decoded on this machine); "
+        "pass --address 127.0.0.1 to keep it to this machine"
+    )
 
 
 def _check_patches(patches: npt.ArrayLike) -> npt.NDArray[np.uint8]:

@@ -4,7 +4,9 @@ Streamlit runs the script again on every interaction; what is slow is cached acr
 sessions: the model (:func:`classifier`) and each layer's Grad-CAM function (:func:`explainer`)
 as resources, keyed by the model path, its modification time and size (a retrained model is
 loaded again) and the layer; the predictions and maps of a batch as data, keyed by a digest of
-its pixels. Moving the opacity slider or the threshold only blends and relabels.
+its pixels; each upload's decoded patch by :func:`pcam.app.logic.decode_upload`, keyed by a
+digest of its bytes. Moving the opacity slider or the threshold only blends and relabels.
+Upload names are escaped (:func:`pcam.app.logic.markdown_text`) wherever Markdown shows them.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "Patches (96x96 PNG, JPEG or TIFF; several at once)",
         accept_multiple_files=True,
         key="uploads",
+        max_upload_size=logic.MAX_UPLOAD_MB,
     )
     items = [(f.file_id, f.name, f.getvalue()) for f in uploads or []]
     if settings["samples"]:
@@ -170,21 +173,26 @@ def _sidebar(model: logic.Classifier) -> dict[str, Any]:
 
 
 def _decode_all(items: Sequence[tuple[str, str, bytes]]) -> list[logic.Upload]:
-    """Decode every upload; show errors and fit choices; return those ready to classify."""
+    """Decode every upload; show errors and fit choices; return those ready to classify.
+
+    Decoding is remembered by :func:`pcam.app.logic.decode_upload`, so a rerun decodes nothing
+    again. Names are escaped (:func:`pcam.app.logic.markdown_text`) wherever Markdown shows them.
+    """
     ready = []
     for file_id, name, data in items:
         upload = logic.decode_upload(name, data)
+        shown = logic.markdown_text(name)
         if upload.needs_fit and upload.size is not None:
             width, height = upload.size
             choices = logic.fit_choices(width, height)
             st.warning(
-                f"**{name}** is {width}x{height} pixels, not 96x96. Choose how to fit it: "
+                f"**{shown}** is {width}x{height} pixels, not 96x96. Choose how to fit it: "
                 "centre-crop keeps the centre (where PCam's label is decided) at its scale; "
                 "resize keeps the whole image at another scale."
                 + ("" if "crop" in choices else " It is too small to crop.")
             )
             fit = st.radio(
-                f"Fit {name}",
+                f"Fit {shown}",
                 choices,
                 index=None,
                 format_func=logic.FIT_LABELS.__getitem__,
@@ -192,11 +200,11 @@ def _decode_all(items: Sequence[tuple[str, str, bytes]]) -> list[logic.Upload]:
                 key=f"fit-{file_id}",
             )
             if fit is None:
-                st.caption(f"{name} is left out until you choose.")
+                st.caption(f"{shown} is left out until you choose.")
                 continue
             upload = logic.decode_upload(name, data, fit)
         if upload.error is not None:
-            st.error(upload.error)
+            st.error(logic.markdown_text(upload.error))  # one line, the name in it escaped
             continue
         ready.append(upload)
     return ready
@@ -274,7 +282,7 @@ def _results(
                 alt=f"Grad-CAM overlay {row.file}",
             )
         text_column.markdown(
-            f"**{row.file}**  \n"
+            f"**{logic.markdown_text(row.file)}**  \n"
             f"**{row.label}**, probability of tumour "
             f"{logic.format_probability(row.probability)}  \n"
             f"inference {row.inference_ms:.2f} ms (batch average)"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import operator
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -33,10 +34,9 @@ from pcam import layout
 from pcam.errors import (
     InvalidArgumentError,
     OutputExistsError,
-    OutputPathError,
     UnsafeOutputError,
 )
-from pcam.outputs import MARKER, record_written, written_files
+from pcam.outputs import MARKER, check_writable, make_folder, record_written, written_files
 
 SYNTHETIC = "synthetic data"
 """The kind recorded in a data folder's marker for the files synthetic writes put there."""
@@ -396,44 +396,63 @@ def _write_blocks(
     shapes = {"x": layout.IMAGE_SHAPE, "y": layout.LABEL_SHAPE, "mask": layout.MASK_SHAPE}
     dtypes = {"x": np.uint8, "y": np.uint8, "mask": np.bool_}
     storage = {"chunks": True if chunked or compression else None, "compression": compression}
-    with ExitStack() as stack:
-        temporary = {path: stack.enter_context(_pending(path)) for path in final}
-        files = {
-            kind: stack.enter_context(h5py.File(temporary[path], "w", libver=layout.HDF5_LIBVER))
-            for kind, path in targets.items()
-        }
-        datasets = {
-            kind: handle.create_dataset(
-                kind,
-                shape=(n, *shapes[kind]),
-                dtype=dtypes[kind],
-                track_times=True,
-                **(storage if kind == "x" else {}),
-            )
-            for kind, handle in files.items()
-        }
-        meta_writer = None
-        if meta is not None:
-            meta_file = stack.enter_context(temporary[meta].open("w", newline=""))
-            meta_writer = csv.writer(meta_file)
-            meta_writer.writerow(layout.META_COLUMNS)
-        for start, batch in blocks:
-            stop = start + batch.labels.size
-            datasets["x"][start:stop] = batch.images
-            datasets["y"][start:stop] = batch.labels.reshape(-1, 1, 1, 1)
-            if "mask" in datasets:
-                datasets["mask"][start:stop] = batch.masks[..., None]
-            if meta_writer is not None:
-                _write_meta_rows(meta_writer, rng, split, start, batch)
-            if progress is not None:
-                progress(stop)
-        for handle in files.values():
-            handle.close()
-    record_written(root_path, SYNTHETIC, (path.name for path in final))
-    if overwrite:  # a mask or meta CSV left from an earlier write would not match the new data
-        for stale in set(companions[2:]) - set(final):
-            stale.unlink(missing_ok=True)
+    try:
+        with ExitStack() as stack:
+            temporary = {path: stack.enter_context(_pending(path)) for path in final}
+            files = {
+                kind: stack.enter_context(
+                    h5py.File(temporary[path], "w", libver=layout.HDF5_LIBVER)
+                )
+                for kind, path in targets.items()
+            }
+            datasets = {
+                kind: handle.create_dataset(
+                    kind,
+                    shape=(n, *shapes[kind]),
+                    dtype=dtypes[kind],
+                    track_times=True,
+                    **(storage if kind == "x" else {}),
+                )
+                for kind, handle in files.items()
+            }
+            meta_writer = None
+            if meta is not None:
+                meta_file = stack.enter_context(temporary[meta].open("w", newline=""))
+                meta_writer = csv.writer(meta_file)
+                meta_writer.writerow(layout.META_COLUMNS)
+            for start, batch in blocks:
+                stop = start + batch.labels.size
+                datasets["x"][start:stop] = batch.images
+                datasets["y"][start:stop] = batch.labels.reshape(-1, 1, 1, 1)
+                if "mask" in datasets:
+                    datasets["mask"][start:stop] = batch.masks[..., None]
+                if meta_writer is not None:
+                    _write_meta_rows(meta_writer, rng, split, start, batch)
+                if progress is not None:
+                    progress(stop)
+            for handle in files.values():
+                handle.close()
+    except RuntimeError as error:  # HDF5 reports a full disk on close as a RuntimeError
+        raise _as_os_error(error, final[0]) from error
+    stale = set(companions[2:]) - set(final) if overwrite else set()
+    for path in stale:  # a mask or meta CSV of an earlier write would not match the new data
+        path.unlink(missing_ok=True)
+    record_written(
+        root_path,
+        SYNTHETIC,
+        (path.name for path in final),
+        removed=(path.name for path in stale),
+    )
     return final
+
+
+def _as_os_error(error: RuntimeError, path: Path) -> Exception:
+    """The ``OSError`` inside an HDF5 ``RuntimeError`` ("... errno = 28 ..."), else ``error``."""
+    found = re.search(r"errno = (\d+)", str(error))
+    if found is None:
+        return error
+    number = int(found.group(1))
+    return OSError(number, os.strerror(number), str(path))
 
 
 def split_outputs(root: Path, split: str, *, with_meta: bool, with_mask: bool) -> list[Path]:
@@ -465,13 +484,9 @@ def refuse_foreign(paths: Iterable[Path]) -> None:
 
 
 def make_output_dir(root: Path) -> None:
-    """Create ``root`` (and parents), or raise a one-line error when a file is in the way."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise OutputPathError(root, "a file in the way (the path or a parent is a file)") from None
-    except PermissionError:
-        raise OutputPathError(root, "a directory this user cannot write to") from None
+    """Create ``root`` (and parents), or raise a one-line error when it cannot be written."""
+    check_writable(root)
+    make_folder(root)
 
 
 def _blocks(
