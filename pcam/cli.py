@@ -9,13 +9,17 @@ gives one line on stderr and a non-zero exit, no traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
+import signal
 import sys
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pcam
 from pcam import layout
@@ -27,6 +31,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,14 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="compress the images (implies chunked)",
     )
-    synth.add_argument("--overwrite", action="store_true", help="replace existing PCam files")
+    synth.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace PCam files that pcam synth wrote here before (never others)",
+    )
     synth.set_defaults(run=_run_synth)
 
     check = commands.add_parser(
         "check",
         help="validate PCam files and print a summary",
         description="Validate the PCam files in DATA_DIR (names, keys, shapes, dtypes, lengths, "
-        "labels) and print one row per split.",
+        "labels) and print one row per split. With --deep, also read every patch back and "
+        "name the first one that cannot be read (a damaged chunk of a compressed file).",
     )
     check.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="directory of PCam files")
     check.add_argument(
@@ -130,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=layout.SPLITS,
         default=None,
         help="check only this split (default: every split present)",
+    )
+    check.add_argument(
+        "--deep",
+        action="store_true",
+        help="also read back every patch, label and mask (every chunk of a compressed file), "
+        "with a progress bar, and name the first unreadable one",
     )
     check.set_defaults(run=_run_check)
 
@@ -202,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--overwrite",
         action="store_true",
-        help="start afresh where a finished run is (an interrupted run always resumes)",
+        help="start afresh in a run folder pcam wrote, finished or interrupted (without it a "
+        "finished run is refused and an interrupted one resumes); only the run's own files go",
     )
     train.set_defaults(run=_run_train)
 
@@ -238,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="bootstrap resamples for the 95%% intervals (default: 1000)",
     )
     evaluate.add_argument(
-        "--overwrite", action="store_true", help="replace an existing report directory"
+        "--overwrite",
+        action="store_true",
+        help="replace a report pcam wrote (never another folder)",
     )
     evaluate.set_defaults(run=_run_evaluate)
 
@@ -284,7 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")
     explain.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output directory"
+        "--overwrite",
+        action="store_true",
+        help="replace an explanation pcam wrote (never another folder)",
     )
     explain.set_defaults(run=_run_explain, usage_error=explain.error)
 
@@ -329,7 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="images that are not 96x96: error (refuse, the default), crop (the centre 96x96; "
         "both sides >= 96) or resize (bilinear, antialiased, aspect ratio not kept)",
     )
-    predict.add_argument("--overwrite", action="store_true", help="replace an existing CSV file")
+    predict.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a CSV pcam predict wrote (never another file)",
+    )
     predict.set_defaults(run=_run_predict)
 
     app = commands.add_parser(
@@ -368,8 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=Path("pcam-demo"),
-        help="working directory (default: ./pcam-demo); its data/, run/, report/ and explain/ "
-        "are replaced",
+        help="working directory (default: ./pcam-demo): new, empty, or an earlier demo's, whose "
+        "data/, run/, report/ and explain/ are replaced",
     )
     demo.add_argument("--n", type=_count, default=2048, help="train patches (default: 2048)")
     demo.add_argument("--epochs", type=_count, default=4, help="training epochs (default: 4)")
@@ -500,18 +525,103 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status.
 
     ``--help``, ``--version`` and bad arguments exit through argparse (``SystemExit``), with
-    status 0, 0 and 2.
+    status 0, 0 and 2. Every failure is one line on stderr, no traceback: the project's own
+    errors, the operating system's (a read-only folder, a full disk, a path through a file) and
+    the input pipeline's. Ctrl-C and SIGTERM (what ``timeout``, systemd, Docker and Slurm send)
+    stop a command the same way, leaving nothing half-written: exit 130 and 143.
     """
     args = build_parser().parse_args(argv)
+    previous_handler = _terminate_like_interrupt()
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning(args.command)
     try:
         result: int = args.run(args)
         return result
     except PCamError as error:
         print(f"pcam {args.command}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except Terminated:
+        print(f"pcam {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"pcam {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as error:
+        print(f"pcam {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as error:
+        ours = _pipeline_error(error)
+        if ours is None:
+            raise
+        print(f"pcam {args.command}: error: {ours}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        warnings.formatwarning = previous_format
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds (and cleans up) as for Ctrl-C."""
+
+
+def _terminate_like_interrupt() -> Any:
+    """Make SIGTERM raise :class:`Terminated`; returns the previous handler (``None`` if unset).
+
+    Only the main thread of the main interpreter may set handlers; elsewhere (a test runner's
+    worker thread) the default stays.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    return signal.signal(signal.SIGTERM, terminate)
+
+
+def _one_line_warning(command: str) -> Callable[..., str]:
+    """A ``warnings.formatwarning`` that prints ``pcam COMMAND: warning: MESSAGE`` only."""
+
+    def format_warning(message: Warning | str, *args: object, **kwargs: object) -> str:
+        first = str(message).splitlines()[0] if str(message) else ""
+        return f"pcam {command}: warning: {first}\n"
+
+    return format_warning
+
+
+_OS_HINTS = {
+    errno.EACCES: "check the folder's permissions, or choose another path",
+    errno.EPERM: "check the folder's permissions, or choose another path",
+    errno.EROFS: "the file system is read-only: choose a path on a writable one",
+    errno.ENOSPC: "free some space and run the same command again (it starts or resumes cleanly)",
+    errno.EDQUOT: "free some space and run the same command again (it starts or resumes cleanly)",
+    errno.EFBIG: "the file grew past the size limit (ulimit -f, or the file system's): raise it "
+    "or choose another path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "a folder is where a file should be: choose another path",
+    errno.ENOENT: "check the path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n) and run again",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for an operating-system error: where, what happened, and what to do."""
+    where = error.filename if error.filename is not None else ""
+    if error.filename2 is not None:
+        where = f"{where} -> {error.filename2}"
+    reason = error.strerror or (str(error).splitlines() or [type(error).__name__])[0]
+    hint = _OS_HINTS.get(error.errno or -1, "check the path and the disk, then run again")
+    prefix = f"{where}: " if where else ""
+    return f"{prefix}expected a path to read or write, found the system error {reason!r}; {hint}"
+
+
+def _pipeline_error(error: Exception) -> PCamError | None:
+    """The project's own error that a TensorFlow input pipeline wrapped, if ``error`` is one."""
+    from pcam.data.pipeline_errors import unwrap_pipeline_error  # imports no TensorFlow
+
+    return unwrap_pipeline_error(error)
 
 
 @contextmanager
@@ -607,8 +717,29 @@ def find_splits(data_dir: Path, split: str | None) -> list[PCamSplit]:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    print(split_summary(find_splits(args.data_dir, args.split)))
+    splits = find_splits(args.data_dir, args.split)
+    if not args.deep:
+        print(split_summary(splits))
+        return EXIT_OK
+    seconds = _read_back(splits)  # a damaged file raises before anything is printed
+    print(split_summary(splits))
+    patches = sum(len(split) for split in splits)
+    print(
+        f"deep check: every patch, label and mask read back ({patches:,} patches in "
+        f"{seconds:.2f} s)"
+    )
     return EXIT_OK
+
+
+def _read_back(splits: Sequence[PCamSplit]) -> float:
+    """Read every stored row of ``splits`` with a progress bar each; return the seconds taken."""
+    from pcam.data.verify import verify_readable
+
+    began = time.perf_counter()
+    for split in splits:
+        with _progress(len(split), f"reading {split.split}") as update:
+            verify_readable(split, progress=update)
+    return time.perf_counter() - began
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -664,9 +795,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             progress=update,
         )
     print(format_table(report))
-    written = ", ".join(sorted(p.name for p in args.out.iterdir()))
+    written = _listing(args.out)
     print(f"report: {args.out} ({written}); {work:,} predictions")
     return EXIT_OK
+
+
+def _listing(folder: Path) -> str:
+    """The names in ``folder`` a user looks for, comma-separated (hidden files left out)."""
+    return ", ".join(sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")))
 
 
 def _run_explain(args: argparse.Namespace) -> int:
@@ -700,7 +836,8 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     to_stdout = str(args.out) == "-"
     if not to_stdout:
-        check_output(args.out, overwrite=args.overwrite)  # before the inputs and the model
+        # before the inputs and the model are read
+        check_output(args.out, overwrite=args.overwrite, inputs=[args.model, *args.inputs])
     sources = resolve_inputs(args.inputs)
     with _progress(
         count_patches(sources), "predicting" + (" (x8 TTA)" if args.tta else "")
@@ -735,7 +872,9 @@ def _run_app(args: argparse.Namespace) -> int:
     """Run ``streamlit run`` on the app's script in a child process; its status is ours.
 
     SIGTERM is passed on to the child, so stopping ``pcam app`` stops the server too (Ctrl-C
-    reaches both from the terminal).
+    reaches both from the terminal). Uploads are limited to
+    :data:`pcam.app.logic.MAX_UPLOAD_MB` (Streamlit's ``server.maxUploadSize``), and an
+    ``--address`` that is not a loopback address gets a one-line warning on stderr first.
     """
     import importlib.util
     import signal
@@ -749,6 +888,7 @@ def _run_app(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     from pcam.app import SCRIPT
+    from pcam.app.logic import MAX_UPLOAD_MB, address_warning
 
     command = [
         sys.executable,
@@ -768,6 +908,8 @@ def _run_app(args: argparse.Namespace) -> int:
         "false",
         "--client.toolbarMode",
         "viewer",
+        "--server.maxUploadSize",
+        str(MAX_UPLOAD_MB),
         "--",
     ]
     if args.model is not None:
@@ -779,6 +921,9 @@ def _run_app(args: argparse.Namespace) -> int:
                 found="a folder" if args.model.is_dir() else "no such file",
             )
         command += ["--model", str(args.model.resolve())]
+    warning = address_warning(args.address)
+    if warning is not None:
+        print(warning, file=sys.stderr)
     child = subprocess.Popen(command)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
     try:
@@ -790,7 +935,14 @@ def _run_app(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+DEMO = "demo"
+"""The kind of output folder ``pcam demo`` writes (see :mod:`pcam.outputs`)."""
+
+
 def _run_demo(args: argparse.Namespace) -> int:
+    from pcam.outputs import claim_directory
+
+    claim_directory(args.out, DEMO)  # a folder holding anyone else's files is refused
     data_dir, run_dir, report_dir = args.out / "data", args.out / "run", args.out / "report"
     print(f"1/6 writing synthetic PCam data to {data_dir}")
     _write_synthetic(
@@ -859,7 +1011,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             progress=update,
         )
     print(format_summary(explained))
-    written = ", ".join(sorted(p.name for p in report_dir.iterdir()))
+    written = _listing(report_dir)
     print(f"model and logs: {run_dir}; report: {report_dir} ({written}); Grad-CAM: {explain_dir}")
     print(
         "This model learnt synthetic patches; on real PCam run pcam train --data DIR --out RUN, "

@@ -163,7 +163,7 @@ def download(
         raise OutputPathError(dest, "a file")
     check_writable(dest)  # before any byte is fetched
     needed = sum(_unpacked_bytes(split) for split in wanted)
-    warn_if_low_space(dest, 2 * needed, "the download and its unpacking", command="pcam download")
+    warn_if_low_space(dest, 2 * needed, "downloading and unpacking", command="pcam download")
     dest.mkdir(parents=True, exist_ok=True)
     done: list[Downloaded] = []
     for entry in (e for e in table if e.split in wanted):

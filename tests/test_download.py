@@ -790,3 +790,73 @@ def test_works_where_md5_is_only_allowed_for_non_security_use(
     download(tmp_path, ["valid"], base_url=server.url, table=server.table)
     results = download(tmp_path, ["valid"], base_url=server.url, table=server.table)
     assert [r.status for r in results] == ["present"] * 3
+
+
+@pytest.mark.parametrize(
+    ("base", "found"),
+    [
+        ("notaurl", "no scheme"),
+        ("ftp://mirror.example/pcam", "the scheme 'ftp'"),
+        ("zenodo.org/records/2546921/files", "no scheme"),
+        ("http:", "the scheme 'http'"),
+        ("HTTPS:/", "the scheme 'https'"),
+    ],
+)
+def test_a_base_url_that_is_not_one_is_refused_before_anything_is_made(
+    tmp_path: Path, base: str, found: str
+) -> None:
+    dest = tmp_path / "new" / "dest"
+    with pytest.raises(DownloadError) as raised:
+        download(dest, ["valid"], base_url=base)
+    assert str(raised.value) == (
+        f"{base}: expected an http://, https:// or file:// base URL, found {found}; fix "
+        "$PCAM_DOWNLOAD_URL (or unset it to download from Zenodo)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "base", ["http://127.0.0.1:9/pcam", "HTTPS://Mirror/x", "file:///srv/pcam"]
+)
+def test_http_https_and_file_urls_are_accepted(base: str) -> None:
+    pcam.download.check_base_url(base)
+
+
+def test_bad_splits_and_destinations_are_refused_before_the_destination_is_made(
+    tmp_path: Path,
+) -> None:
+    dest = tmp_path / "dest"
+    with pytest.raises(UnknownSplitError):
+        download(dest, ["training"], base_url="http://127.0.0.1:9")
+    assert not dest.exists()
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(OutputPathError) as raised:
+        download(tmp_path / "a-file" / "dest", ["valid"], base_url="http://127.0.0.1:9")
+    assert str(raised.value) == (
+        f"{tmp_path / 'a-file'}: expected a directory to write PCam files into, found a file in "
+        "the way; choose another path"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_a_short_disk_gets_one_warning_for_the_unpacked_size_twice(
+    server: _Fixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1000 * 2**20))
+    download(tmp_path / "dest", ["valid"], base_url=server.url, table=server.table)
+    valid_bytes = 32_768 * 96 * 96 * 3  # 906 MB unpacked, and the .gz beside it while unpacking
+    assert capsys.readouterr().err == (
+        f"pcam download: warning: {tmp_path / 'dest'}: downloading and unpacking needs about "
+        f"{2 * valid_bytes / 2**30:.1f} GB, found 1000.0 MB free; free some space, or the run "
+        "may stop when the disk fills (nothing half-written is left, and the same command "
+        "resumes or starts again)\n"
+    )
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=2 * valid_bytes))
+    download(tmp_path / "dest2", ["valid"], base_url=server.url, table=server.table)
+    assert capsys.readouterr().err == ""

@@ -17,6 +17,7 @@ import pytest
 from pcam import layout
 from pcam.data.split import open_split
 from pcam.errors import (
+    DamagedDataError,
     EmptySplitError,
     LabelValueError,
     LayoutError,
@@ -442,7 +443,7 @@ def y_gzip_inner_chunk_corrupt(tmp_path: Path) -> Case:
     return Case(
         root,
         "valid",
-        UnreadableFileError,
+        DamagedDataError,
         _message(y, r"[^;]*", r"[^;]*(cannot be (read|decoded)|damaged|corrupt)"),
     )
 
@@ -616,22 +617,25 @@ def test_damaged_patches_raise_when_read(tmp_path: Path) -> None:
     split = open_split(tmp_path, "valid")  # the last chunk is fine: the damage is not seen yet
     assert split.read_images(slice(N - 1, N)).shape == (1, *layout.IMAGE_SHAPE)
     for index in (slice(0, 2), np.array([1, 0])):
-        with pytest.raises(UnreadableFileError) as raised:
+        with pytest.raises(DamagedDataError) as raised:
             split.read_images(index)
-        first = _h5py_error(x, "x", slice(0, 2))
+        first = _h5py_error(x, "x", 0)
         assert str(raised.value) == (
-            f"{x}: expected readable patches, found damaged data ({first}); {_FIX_HINT}"
+            f"{x}: expected readable patches, found a damaged chunk at patches 0-1 (first "
+            f"unreadable index 0: {first}); {_FIX_HINT}"
         )
+        assert (raised.value.first_index, raised.value.rows) == (0, (0, 2))
 
 
 def test_damaged_labels_exact_message(tmp_path: Path) -> None:
     case = y_gzip_inner_chunk_corrupt(tmp_path)
     y = _y(case.root)
-    with pytest.raises(UnreadableFileError) as raised:
+    with pytest.raises(DamagedDataError) as raised:
         open_split(case.root, case.split)
-    first = _h5py_error(y, "y", Ellipsis)
+    first = _h5py_error(y, "y", 0)
     assert str(raised.value) == (
-        f"{y}: expected readable labels, found damaged data ({first}); {_FIX_HINT}"
+        f"{y}: expected readable labels, found a damaged chunk at labels 0-1 (first unreadable "
+        f"index 0: {first}); {_FIX_HINT}"
     )
 
 

@@ -95,6 +95,7 @@ TESTS_FOR: dict[str, tuple[str, ...]] = {
     "pcam/data/colour.py": ("tests/test_stream.py",),
     "pcam/data/split.py": ("tests/test_split.py", "tests/test_malformed.py"),
     "pcam/download.py": ("tests/test_download.py",),
+    "pcam/outputs.py": ("tests/test_outputs.py",),
     "pcam/metrics.py": ("tests/test_metrics.py",),
     "pcam/cam_quality.py": ("tests/test_cam_quality.py",),
     "pcam/gradcam.py": ("tests/test_gradcam.py",),

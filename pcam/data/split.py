@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from pcam import layout
 from pcam.errors import (
+    DamagedDataError,
     EmptySplitError,
     InvalidArgumentError,
     LabelValueError,
@@ -36,6 +37,12 @@ from pcam.errors import (
 Indices = slice | npt.NDArray[np.integer[Any]]
 
 _FIX_HINT = "write the split again (pcam synth) or download it again (pcam download)"
+
+_READ_ERRORS = (OSError, ValueError, RuntimeError)
+"""What h5py raises for data it cannot read back (a chunk that does not decode, a short file)."""
+
+NOUNS = {"x": "patches", "y": "labels", "mask": "masks"}
+"""What one row of each PCam dataset key is called in messages."""
 
 
 @dataclass(frozen=True)
@@ -228,14 +235,10 @@ class PCamSplit:
             handle = h5py.File(info.path, "r")
             files.files[info.path] = handle
         dataset = handle[info.key]
-        try:
-            if isinstance(index, slice):
-                return np.asarray(dataset[index])
-            return _read_fancy(dataset, np.asarray(index))
-        except OSError as error:
-            raise UnreadableFileError(
-                info.path, "readable patches", f"damaged data ({_first_line(error)})", _FIX_HINT
-            ) from None
+        noun = NOUNS.get(info.key, "rows")
+        if isinstance(index, slice):
+            return read_rows(dataset, info.path, index.start, index.stop, noun)
+        return _read_fancy(dataset, np.asarray(index), info.path, noun)
 
     def close(self) -> None:
         """Close the files this process opened (they reopen on the next read)."""
@@ -265,7 +268,9 @@ def _normalise_index(index: Indices | Sequence[int], length: int) -> Indices:
     return np.where(array < 0, array + length, array).astype(np.int64)
 
 
-def _read_fancy(dataset: h5py.Dataset, index: npt.NDArray[np.integer[Any]]) -> npt.NDArray[Any]:
+def _read_fancy(
+    dataset: h5py.Dataset, index: npt.NDArray[np.integer[Any]], path: Path, noun: str
+) -> npt.NDArray[Any]:
     """Read arbitrary indices from an h5py dataset as runs of consecutive indices."""
     if index.size == 0:
         return np.empty((0, *dataset.shape[1:]), dtype=dataset.dtype)
@@ -274,11 +279,78 @@ def _read_fancy(dataset: h5py.Dataset, index: npt.NDArray[np.integer[Any]]) -> n
     gathered = np.empty((unique.size, *dataset.shape[1:]), dtype=dataset.dtype)
     position = 0
     for start, stop in zip(*(bound.tolist() for bound in runs(unique)), strict=True):
-        gathered[position : position + stop - start] = dataset[start:stop]
+        gathered[position : position + stop - start] = read_rows(dataset, path, start, stop, noun)
         position += stop - start
     out = np.empty((index.size, *dataset.shape[1:]), dtype=dataset.dtype)
     out[order] = gathered[inverse]
     return out
+
+
+def read_rows(
+    dataset: h5py.Dataset, path: Path, start: int, stop: int, noun: str = "patches"
+) -> npt.NDArray[Any]:
+    """Rows ``start:stop`` of an open h5py dataset, read in one call.
+
+    Data that cannot be read back (a damaged chunk of a compressed file, a short file) raises
+    :class:`pcam.errors.DamagedDataError` naming ``path`` and the first unreadable row, found by
+    reading the rows again chunk by chunk (see :func:`locate_damage`). ``noun`` names the rows in
+    the message (``patches``, ``labels``, ``masks``).
+    """
+    try:
+        return np.asarray(dataset[start:stop])
+    except _READ_ERRORS as error:
+        raise damage_error(dataset, path, start, stop, noun, error) from None
+
+
+def damage_error(
+    dataset: h5py.Dataset,
+    path: Path,
+    start: int,
+    stop: int,
+    noun: str,
+    error: BaseException,
+) -> DamagedDataError:
+    """The one-line error for a failed read of rows ``start:stop``, naming the first bad row."""
+    found = locate_damage(dataset, start, stop)
+    if found is None:  # every row read on a second try: name the rows and h5py's first complaint
+        return DamagedDataError(path, noun, (start, stop), None, _first_line(error), _FIX_HINT)
+    first, chunk_rows, chunk_error = found
+    return DamagedDataError(
+        path,
+        noun,
+        chunk_rows,
+        first,
+        _first_line(chunk_error),
+        _FIX_HINT,
+        chunked=dataset.chunks is not None,
+    )
+
+
+def locate_damage(
+    dataset: h5py.Dataset, start: int, stop: int
+) -> tuple[int, tuple[int, int], BaseException] | None:
+    """The first row in ``[start, stop)`` that cannot be read, or ``None`` if every row reads.
+
+    Returns ``(row, (chunk_start, chunk_stop), error)``: the row, the rows of its stored chunk
+    (along the first axis; just the row when the dataset is not chunked) and h5py's error for it.
+    Reads the rows chunk by chunk, then the first failing chunk row by row.
+    """
+    step = dataset.chunks[0] if dataset.chunks is not None else 1
+    length = int(dataset.shape[0])
+    chunk_start = start - start % step
+    while chunk_start < stop:
+        chunk_stop = min(chunk_start + step, length)
+        low, high = max(chunk_start, start), min(chunk_stop, stop)
+        try:
+            dataset[low:high]
+        except _READ_ERRORS:
+            for row in range(low, high):
+                try:
+                    dataset[row]
+                except _READ_ERRORS as error:
+                    return row, (chunk_start, chunk_stop), error
+        chunk_start = chunk_stop
+    return None
 
 
 def runs(
@@ -430,13 +502,9 @@ def _storage(dataset: h5py.Dataset) -> tuple[str, int | None]:
 
 def _read_labels(info: ArrayInfo) -> npt.NDArray[np.uint8]:
     """Read all labels of a split (one byte each) and check they are 0 or 1."""
-    try:
-        with h5py.File(info.path, "r") as handle:
-            labels = np.asarray(handle[info.key][...], dtype=np.uint8).reshape(-1)
-    except OSError as error:
-        raise UnreadableFileError(
-            info.path, "readable labels", f"damaged data ({_first_line(error)})", _FIX_HINT
-        ) from None
+    with h5py.File(info.path, "r") as handle:
+        rows = read_rows(handle[info.key], info.path, 0, info.shape[0], "labels")
+    labels = np.asarray(rows, dtype=np.uint8).reshape(-1)
     bad = labels > 1
     if bad.any():
         values = sorted({int(v) for v in np.unique(labels[bad])})

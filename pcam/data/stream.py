@@ -16,10 +16,13 @@ import numpy as np
 import tensorflow as tf
 
 from pcam.data.colour import ColourJitter, jitter_colours, unpack_pixels
-from pcam.data.reader import EpochReader, StreamOptions
+from pcam.data.pipeline_errors import remember_pipeline_error, unwrap_pipeline_error
+from pcam.data.reader import Batch, EpochReader, StreamOptions
 from pcam.data.split import open_split
-from pcam.errors import InvalidArgumentError
+from pcam.errors import InvalidArgumentError, PCamError
 from pcam.layout import IMAGE_SHAPE
+
+__all__ = ["make_dataset", "unwrap_pipeline_error"]
 
 try:  # the class of the iterators that ``iter(dataset)`` returns in eager mode
     from tensorflow.python.data.ops.iterator_ops import OwnedIterator as _OwnedIterator
@@ -71,6 +74,18 @@ def _register_exit_hook() -> None:
             _exit_hook_registered = True
 
 
+def _read_batch(reader: EpochReader, epoch: np.int64, step: np.int64) -> Batch:
+    """``reader.read_batch`` for ``tf.numpy_function``: a PCamError is remembered, then raised.
+
+    TensorFlow turns it into an ``OpError``; :func:`unwrap_pipeline_error` gives it back.
+    """
+    try:
+        return reader.read_batch(int(epoch), int(step))
+    except PCamError as error:
+        remember_pipeline_error(error)
+        raise
+
+
 def make_dataset(
     root: str | os.PathLike[str],
     split: str,
@@ -101,7 +116,10 @@ def make_dataset(
       ``repeat`` it must be a whole number of epochs.
 
     The split is validated here (see :func:`pcam.data.open_split`), so bad files fail at once.
-    Files are opened lazily by the reader, so the dataset survives forks and pickling.
+    Files are opened lazily by the reader, so the dataset survives forks and pickling. Data that
+    cannot be read back mid-stream (a damaged chunk) raises a TensorFlow ``OpError`` when the
+    batch is reached; :func:`unwrap_pipeline_error` turns it into the one-line
+    :class:`pcam.errors.DamagedDataError` naming the file and the first unreadable patch.
     """
     handle = open_split(root, split)
     _register_exit_hook()
@@ -143,7 +161,7 @@ def make_dataset(
         """Batch number ``position`` counted over all epochs: epoch and step come from it."""
         epoch, step = position // max(steps, 1), position % max(steps, 1)
         images, labels = tf.numpy_function(
-            lambda e, s: reader.read_batch(int(e), int(s)),
+            lambda e, s: _read_batch(reader, e, s),
             [epoch, step],
             [image_spec.dtype, tf.int32],
             stateful=False,
