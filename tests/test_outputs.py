@@ -599,3 +599,43 @@ def test_write_json_atomically_raises_the_real_error_when_nothing_was_written(
     with pytest.raises(ValueError, match="Circular reference"):
         write_json_atomically(tmp_path / "r.json", circular)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_write_probe_is_a_hidden_file_in_the_folder_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[Path] = []
+    mkstemp = tempfile.mkstemp
+
+    def spy(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        descriptor, name = mkstemp(*args, **kwargs)
+        made.append(Path(name))
+        return descriptor, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", spy)
+    check_writable(tmp_path / "new" / "out")
+    assert len(made) == 1
+    assert made[0].parent == tmp_path  # where the output goes, not the system's temporary folder
+    assert made[0].name.startswith(".pcam-write-check-")
+    assert not made[0].exists()
+
+
+def test_an_old_output_that_cannot_be_removed_does_not_fail_the_replacement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    destination = _report(tmp_path / "report", {"metrics.json": "old"})
+
+    unlink = os.unlink
+
+    def refuse(path: Any, *args: Any, **kwargs: Any) -> None:
+        if str(path).endswith("metrics.json"):  # the old copy's file will not go away
+            raise PermissionError(13, "Permission denied")
+        unlink(path, *args, **kwargs)
+
+    with staged_directory(destination) as staging:
+        (staging / "metrics.json").write_text("new")
+        monkeypatch.setattr(os, "unlink", refuse)
+    monkeypatch.undo()
+    assert (destination / "metrics.json").read_text() == "new"
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith(".report.old-")]
+    assert len(aside) == 1  # left behind, hidden, rather than failing a complete replacement
