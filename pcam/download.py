@@ -172,13 +172,23 @@ def download(
 
 
 def check_base_url(base: str) -> None:
-    """Raise a one-line :class:`DownloadError` unless ``base`` is an http(s) or file URL."""
-    scheme = urllib.parse.urlsplit(base).scheme.lower()
-    if scheme not in ("http", "https", "file") or base.rstrip("/").endswith(":"):
+    """Raise a one-line :class:`DownloadError` unless ``base`` is an http(s) or file URL.
+
+    An http(s) URL needs a host, a file URL a path.
+    """
+    parts = urllib.parse.urlsplit(base)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https", "file"):
+        found = f"the scheme {scheme!r}" if scheme else "no scheme"
+    elif scheme == "file":
+        found = "" if parts.path else "no path"
+    else:
+        found = "" if parts.netloc else "no host"
+    if found:
         raise DownloadError(
             base,
             "an http://, https:// or file:// base URL",
-            f"{'no scheme' if not scheme else f'the scheme {scheme!r}'}",
+            found,
             f"fix ${URL_ENV} (or unset it to download from Zenodo)",
         )
 

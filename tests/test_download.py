@@ -798,8 +798,10 @@ def test_works_where_md5_is_only_allowed_for_non_security_use(
         ("notaurl", "no scheme"),
         ("ftp://mirror.example/pcam", "the scheme 'ftp'"),
         ("zenodo.org/records/2546921/files", "no scheme"),
-        ("http:", "the scheme 'http'"),
-        ("HTTPS:/", "the scheme 'https'"),
+        ("http:", "no host"),
+        ("HTTPS:/", "no host"),
+        ("https:///pcam", "no host"),
+        ("file://", "no path"),
     ],
 )
 def test_a_base_url_that_is_not_one_is_refused_before_anything_is_made(
