@@ -354,7 +354,9 @@ def _prepare_run_directory(run: Path, logs: Path, *, overwrite: bool, chief: boo
         raise OutputExistsError(run)
     if overwrite and (finished or interrupted):
         _clear(run, list(run.glob("worker-*")))
-    make_folder(logs)
+    # made now, not at the first epoch's end: a run that stops before then (with a best model
+    # saved, say) is interrupted, not finished, and the same command resumes it
+    make_folder(logs / "backup")
 
 
 def _clear(folder: Path, more: list[Path]) -> None:

@@ -434,3 +434,112 @@ def test_sigterm_during_predict_stops_like_ctrl_c_and_leaves_nothing(
     assert err.splitlines()[-1] == "pcam predict: terminated"
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# -- the pieces of a run's recovery ----------------------------------------------------------------
+
+
+def test_the_log_is_trimmed_to_the_epochs_of_the_backup(tmp_path: Path) -> None:
+    from pcam.train import trim_log
+
+    log = tmp_path / "training_log.csv"
+    log.write_bytes(b"epoch,loss\r\n0,0.9\r\n1,0.8\r\n2,0.7\r\n")
+    trim_log(log, 3)
+    assert log.read_bytes() == b"epoch,loss\r\n0,0.9\r\n1,0.8\r\n2,0.7\r\n"
+    trim_log(log, 2)
+    assert log.read_bytes() == b"epoch,loss\r\n0,0.9\r\n1,0.8\r\n"
+    trim_log(log, 0)
+    assert log.read_bytes() == b"epoch,loss\r\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["training_log.csv"]
+    trim_log(tmp_path / "absent.csv", 1)  # nothing to trim
+    assert not (tmp_path / "absent.csv").exists()
+
+
+def test_leftovers_of_dead_processes_go_and_those_of_live_ones_stay(tmp_path: Path) -> None:
+    from pcam.train import remove_leftovers
+
+    dead = _a_dead_pid()
+    live = os.getppid()
+    (tmp_path / "backup").mkdir()
+    names = [
+        f".model.partial-{dead}.keras",
+        f".best.json.partial-{dead}",
+        f"backup/.latest.partial-{dead}.weights.h5",
+        f".model.partial-{live}.keras",
+        f"backup/.latest.partial-{live}.weights.h5",
+        "model.keras",
+        ".model.partial-notapid.keras",
+    ]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    removed = remove_leftovers(tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in removed) == sorted(names[:3])
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == (
+        sorted(names[3:])
+    )
+
+
+def _a_dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **_TEXT)
+    return int(child.stdout)
+
+
+_TEXT: dict[str, Any] = {"capture_output": True, "text": True, "check": True}
+
+
+def test_a_run_that_never_finished_an_epoch_leaves_only_what_was_there(tmp_path: Path) -> None:
+    from pcam.train import remove_unstarted_run
+
+    made = tmp_path / "made"
+    made.mkdir()
+    for name in (MARKER, "config.json", "training_log.csv"):
+        (made / name).write_text("x")
+    (made / "tensorboard" / "train").mkdir(parents=True)
+    remove_unstarted_run(made, created=True)
+    assert not made.exists()
+
+    existing = tmp_path / "existing"  # the user made it (empty) and gave it as --out
+    existing.mkdir()
+    for name in (MARKER, "config.json"):
+        (existing / name).write_text("x")
+    remove_unstarted_run(existing, created=False)
+    assert sorted(p.name for p in existing.iterdir()) == [MARKER]
+
+    resumable = tmp_path / "resumable"
+    (resumable / "backup").mkdir(parents=True)
+    (resumable / "backup" / METADATA_FILE).write_text('{"epoch": 1}')
+    (resumable / "config.json").write_text("x")
+    remove_unstarted_run(resumable, created=True)
+    assert sorted(p.name for p in resumable.iterdir()) == ["backup", "config.json"]
+
+
+@pytest.mark.slow
+def test_a_run_stopped_after_its_first_model_but_before_its_first_backup_resumes(
+    synthetic_root: Path,
+    tmp_path: Path,
+    deterministic_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It has a model and no backup yet: still an interrupted run, not a finished one."""
+    import keras
+
+    from pcam.train import train
+
+    run = tmp_path / "run"
+    epoch_end = keras.callbacks.CSVLogger.on_epoch_end
+
+    def stop_after_the_log(self: Any, epoch: int, logs: Any = None) -> None:
+        epoch_end(self, epoch, logs)
+        raise _DiskFull  # between the best model (saved) and the backup (not yet)
+
+    monkeypatch.setattr(keras.callbacks.CSVLogger, "on_epoch_end", stop_after_the_log)
+    with pytest.raises(OSError, match="No space"):
+        train(deterministic_config(synthetic_root, run), verbose=0)
+    monkeypatch.undo()
+    assert (run / "model.keras").is_file()
+    assert list((run / "backup").iterdir()) == []
+    train(deterministic_config(synthetic_root, run), verbose=0)  # the same command, no refusal
+    expected = (deterministic_run / "training_log.csv").read_bytes()
+    assert (run / "training_log.csv").read_bytes() == expected
+    _assert_same_weights(deterministic_run / "model.keras", run / "model.keras")
