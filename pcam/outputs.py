@@ -298,19 +298,19 @@ def warn_if_low_space(path: Path, needed: int, what: str, *, command: str = "pca
     if free is None or free >= needed:
         return False
     print(
-        f"{command}: warning: {path}: {what} needs about {_size(needed)}, found "
-        f"{_size(free)} free; free some space, or the run may stop when the disk fills "
+        f"{command}: warning: {path}: {what} needs about {human_size(needed)}, found "
+        f"{human_size(free)} free; free some space, or the run may stop when the disk fills "
         "(nothing half-written is left, and the same command resumes or starts again)",
         file=sys.stderr,
     )
     return True
 
 
-def _size(count: int) -> str:
-    """``1.2 GB``-style sizes for messages."""
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"  # pragma: no cover - the loop returns
+def human_size(num_bytes: int) -> str:
+    """Bytes as B, kB, MB or GB (powers of 1000, as disk sizes are quoted)."""
+    size = float(num_bytes)
+    for unit in ("B", "kB", "MB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1000
+    return f"{size:.2f} GB"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pcam.data.split import PCamSplit
+from pcam.outputs import human_size
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -16,16 +17,6 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def human_size(num_bytes: int) -> str:
-    """Bytes as B, kB, MB or GB (powers of 1000, as disk sizes are quoted)."""
-    size = float(num_bytes)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
 
 
 def split_summary(splits: Sequence[PCamSplit]) -> str:

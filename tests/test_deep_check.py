@@ -141,6 +141,18 @@ def _pipeline_error(dataset: Any) -> Any:
     return caught
 
 
+def _saved_tiny_model(path: Path) -> Path:
+    """An untrained tiny PCam-shaped model saved at ``path`` (skips without TensorFlow)."""
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from pcam.testing.models import tiny_model
+
+    compiled = tiny_model(seed=0)
+    keras.Model(compiled.inputs, compiled.outputs).save(path)
+    return path
+
+
 def _call(argv: list[str | Path]) -> int:
     try:
         return main([str(arg) for arg in argv])
@@ -454,14 +466,7 @@ def test_errors_that_are_not_ours_do_not_unwrap() -> None:
 def test_predict_on_a_damaged_h5_file_is_one_line_exit_1(
     gzip_template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("tensorflow")
-    import keras
-
-    from pcam.testing.models import tiny_model
-
-    model_path = tmp_path / "model.keras"
-    compiled = tiny_model(seed=0)
-    keras.Model(compiled.inputs, compiled.outputs).save(model_path)
+    model_path = _saved_tiny_model(tmp_path / "model.keras")
     root = _copy_split(gzip_template, tmp_path / "data")
     x = _x(root)
     rows = _chunk_rows(x, "x")
@@ -481,14 +486,7 @@ def test_evaluate_on_a_damaged_h5_file_is_one_line_exit_1(
     gzip_template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The damage is met inside the tf.data pipeline: TensorFlow's error, unwrapped to ours."""
-    pytest.importorskip("tensorflow")
-    import keras
-
-    from pcam.testing.models import tiny_model
-
-    model_path = tmp_path / "model.keras"
-    compiled = tiny_model(seed=0)
-    keras.Model(compiled.inputs, compiled.outputs).save(model_path)
+    model_path = _saved_tiny_model(tmp_path / "model.keras")
     root = _copy_split(gzip_template, tmp_path / "data")
     x = _x(root)
     rows = _chunk_rows(x, "x")

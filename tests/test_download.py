@@ -850,12 +850,12 @@ def test_a_short_disk_gets_one_warning_for_the_unpacked_size_twice(
     import shutil
 
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1000 * 2**20))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=10**9))
     download(tmp_path / "dest", ["valid"], base_url=server.url, table=server.table)
     valid_bytes = 32_768 * 96 * 96 * 3  # 906 MB unpacked, and the .gz beside it while unpacking
     assert capsys.readouterr().err == (
         f"pcam download: warning: {tmp_path / 'dest'}: downloading and unpacking needs about "
-        f"{2 * valid_bytes / 2**30:.1f} GB, found 1000.0 MB free; free some space, or the run "
+        "1.81 GB, found 1.00 GB free; free some space, or the run "
         "may stop when the disk fills (nothing half-written is left, and the same command "
         "resumes or starts again)\n"
     )

@@ -319,14 +319,14 @@ def test_low_space_gives_one_warning_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=3 * 2**20))
-    assert warn_if_low_space(tmp_path / "new" / "run", 5 * 2**30, "the model", command="pcam x")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=3 * 10**6))
+    assert warn_if_low_space(tmp_path / "new" / "run", 5 * 10**9, "the model", command="pcam x")
     assert capsys.readouterr().err == (
-        f"pcam x: warning: {tmp_path / 'new' / 'run'}: the model needs about 5.0 GB, found "
-        "3.0 MB free; free some space, or the run may stop when the disk fills (nothing "
+        f"pcam x: warning: {tmp_path / 'new' / 'run'}: the model needs about 5.00 GB, found "
+        "3.00 MB free; free some space, or the run may stop when the disk fills (nothing "
         "half-written is left, and the same command resumes or starts again)\n"
     )
-    assert not warn_if_low_space(tmp_path, 3 * 2**20, "the model")  # exactly enough
+    assert not warn_if_low_space(tmp_path, 3 * 10**6, "the model")  # exactly enough
     assert not warn_if_low_space(tmp_path, 100, "the model")
     assert capsys.readouterr().err == ""
 
@@ -383,16 +383,17 @@ def test_articles() -> None:
     ("count", "text"),
     [
         (0, "0 B"),
-        (1023, "1023 B"),
-        (1024, "1.0 KB"),
-        (1536, "1.5 KB"),
-        (3 * 2**20, "3.0 MB"),
-        (5 * 2**30 - 1, "5.0 GB"),
-        (2048 * 2**30, "2048.0 GB"),
+        (999, "999 B"),
+        (1000, "1.00 kB"),
+        (1500, "1.50 kB"),
+        (3 * 10**6, "3.00 MB"),
+        (999 * 10**6, "999.00 MB"),
+        (5 * 10**9 - 1, "5.00 GB"),
+        (2048 * 10**9, "2048.00 GB"),
     ],
 )
 def test_sizes_in_messages(count: int, text: str) -> None:
-    assert outputs._size(count) == text
+    assert outputs.human_size(count) == text
 
 
 def test_check_writable_makes_nothing_and_walks_up_to_an_existing_folder(tmp_path: Path) -> None:
