@@ -2,14 +2,16 @@
 
 A damaged chunk in the middle of a compressed file passes ``open_split`` (and plain ``pcam
 check``), which read the metadata, the labels and the last patch only. ``verify_readable`` reads
-every row; the reader, the ``tf.data`` pipeline and ``pcam predict`` name the first bad row too.
+every row; the reader names the first bad row too. The ``tf.data`` pipeline, ``pcam predict``,
+``evaluate`` and ``train`` meeting a damaged file are in ``tests/test_pipeline_errors.py``, which
+shares the helpers below: this file stays free of the deep-learning stack, so the mutation tests
+of ``pcam/data/split.py`` and ``pcam/data/verify.py`` run it quickly.
 """
 
 from __future__ import annotations
 
-import gc
 import shutil
-from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,9 @@ import pytest
 
 from pcam import layout
 from pcam.cli import main
-from pcam.data import pipeline_errors
-from pcam.data.pipeline_errors import unwrap_pipeline_error
-from pcam.data.split import damage_error, locate_damage, open_split
+from pcam.data.split import PCamSplit, damage_error, locate_damage, open_split, read_rows
 from pcam.data.verify import blocks, verify_readable
-from pcam.errors import DamagedDataError, PCamError
+from pcam.errors import DamagedDataError
 from pcam.testing import write_split
 from tests.test_realdata import SAMPLE_SIZES, require, shared_data_dir
 
@@ -118,39 +118,6 @@ def _damaged(path: Path, noun: str, first: int, last: int, key: str) -> str:
         f"{path}: expected readable {noun}, found a damaged chunk at {noun} {first}-{last} "
         f"(first unreadable index {first}: {_reason(path, key, first)}); {FIX_HINT}"
     )
-
-
-def _pipeline_error(dataset: Any) -> Any:
-    """Iterate ``dataset`` until it fails; return TensorFlow's error, the iterator freed.
-
-    The error's traceback holds the iterator, and an iterator still alive when the interpreter
-    exits can hang the exit, so the traceback is dropped (the message is all the tests need).
-    """
-    import tensorflow as tf
-
-    iterator = iter(dataset)
-    try:
-        for _ in iterator:
-            pass
-    except tf.errors.OpError as error:
-        caught = error.with_traceback(None)
-    else:
-        pytest.fail("the pipeline raised no error")
-    del iterator
-    gc.collect()
-    return caught
-
-
-def _saved_tiny_model(path: Path) -> Path:
-    """An untrained tiny PCam-shaped model saved at ``path`` (skips without TensorFlow)."""
-    pytest.importorskip("tensorflow")
-    import keras
-
-    from pcam.testing.models import tiny_model
-
-    compiled = tiny_model(seed=0)
-    keras.Model(compiled.inputs, compiled.outputs).save(path)
-    return path
 
 
 def _call(argv: list[str | Path]) -> int:
@@ -268,6 +235,59 @@ def test_blocks_are_whole_chunks_and_cover_the_file_once(tmp_path: Path) -> None
         assert list(blocks(handle["plain"], block_bytes=3 * X_ROW)) == [(0, 3), (3, 6), (6, 7)]
 
 
+def test_blocks_of_one_byte_rows(tmp_path: Path) -> None:
+    path = tmp_path / "y.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("y", shape=(10, *layout.LABEL_SHAPE), dtype=np.uint8)
+    with h5py.File(path, "r") as handle:
+        assert list(blocks(handle["y"], block_bytes=4)) == [(0, 4), (4, 8), (8, 10)]
+
+
+def test_progress_counts_every_file_s_bytes_in_whole_patches(tmp_path: Path) -> None:
+    write_split(tmp_path, "valid", 4, seed=0)
+    split = open_split(tmp_path, "valid")
+    assert split.labels_info.layout == "contiguous"
+    calls: list[int] = []
+    assert verify_readable(split, calls.append, block_bytes=1) == 4  # one row a read
+    # 4 patches of 27,648 bytes, then 4 labels of one byte: 4 * 27,649 bytes in all. After k
+    # patches, 4 * k * 27,648 // (4 * 27,649) = k - 1; after all patches and k labels, 3 until the
+    # last byte is read.
+    assert calls == [0, 1, 2, 3, 3, 3, 3, 4]
+    assert all(type(call) is int for call in calls)
+
+
+def _split_under_another_key(root: Path) -> tuple[PCamSplit, Path, int]:
+    """A split whose images are stored under the key ``images``, damaged in its middle chunk.
+
+    ``open_split`` only makes splits of the keys ``x``, ``y`` and ``mask``; this one is made by
+    hand. Returns the split, its image file and the first row of the damaged chunk.
+    """
+    write_split(root, "valid", 64, seed=0, chunked=True, compression="gzip")
+    opened = open_split(root, "valid")
+    x = _x(root)
+    _rewrite_chunked(x, "x", 8)
+    with h5py.File(x, "r+") as handle:
+        handle.move("x", "images")
+    _garble_chunk(x, "images", 24)
+    images = replace(opened.images_info, key="images")
+    split = PCamSplit(root, "valid", images, opened.labels, opened.labels_info, None, None)
+    return split, x, 24
+
+
+def test_rows_of_another_key_are_called_rows(tmp_path: Path) -> None:
+    split, x, first = _split_under_another_key(tmp_path)
+    reason = _reason(x, "images", first + 2)
+    with pytest.raises(DamagedDataError) as raised:
+        split.read_images(slice(first + 2, first + 4))
+    assert str(raised.value) == (
+        f"{x}: expected readable rows, found a damaged chunk at rows 24-31 (first unreadable "
+        f"index 26: {reason}); {FIX_HINT}"
+    )
+    with pytest.raises(DamagedDataError) as raised:
+        verify_readable(split)
+    assert str(raised.value) == _damaged(x, "rows", 24, 31, "images")
+
+
 @pytest.mark.realdata
 @pytest.mark.parametrize(("split", "n"), sorted(SAMPLE_SIZES.items()))
 def test_the_real_sample_reads_back_whole(split: str, n: int) -> None:
@@ -304,12 +324,17 @@ def test_the_reader_names_the_damaged_chunk_and_the_first_index_it_was_asked_for
 
 
 class _FlakyRows:
-    """A stand-in for an h5py dataset (not chunked) whose rows from ``bad`` on cannot be read."""
+    """A stand-in for an h5py dataset whose rows from ``bad`` on cannot be read.
 
-    chunks = None
+    Not chunked unless ``chunk_rows`` is given; reads that succeed after ``heal_after`` reads (if
+    given) model a failure that does not come back. ``reads`` counts the reads.
+    """
 
-    def __init__(self, length: int, bad: int, heal_after: int | None = None) -> None:
+    def __init__(
+        self, length: int, bad: int, heal_after: int | None = None, chunk_rows: int | None = None
+    ) -> None:
         self.shape = (length, 2)
+        self.chunks = None if chunk_rows is None else (chunk_rows, 2)
         self.bad = bad
         self.heal_after = heal_after
         self.reads = 0
@@ -346,6 +371,83 @@ def test_a_failure_that_does_not_come_back_names_the_rows_read(tmp_path: Path) -
         f"{tmp_path / 'x.h5'}: expected readable labels, found damaged data while reading "
         f"labels 10-19 (Can't read data); {FIX_HINT}"
     )
+
+
+def test_locating_reads_each_row_once_and_nothing_past_the_stop() -> None:
+    dataset = _FlakyRows(40, bad=17)
+    assert locate_damage(dataset, 0, 17) is None
+    assert dataset.reads == 17  # one read per row (not chunked), none of the empty row 17:17
+    dataset = _FlakyRows(40, bad=40)
+    assert locate_damage(dataset, 30, 40) is None  # up to the end of the dataset
+    assert dataset.reads == 10
+
+
+def test_a_chunked_read_failure_is_located_chunk_by_chunk_then_row_by_row() -> None:
+    dataset = _FlakyRows(40, bad=17, chunk_rows=8)
+    found = locate_damage(dataset, 5, 30)
+    assert found is not None
+    row, rows, error = found
+    assert (row, rows, str(error).splitlines()[0]) == (17, (16, 24), "Can't read data (row 17)")
+    # rows 5-7, 8-15 and 16-23 (fails), then rows 16 and 17 (fails) one by one
+    assert dataset.reads == 5
+    dataset = _FlakyRows(40, bad=17, chunk_rows=8)
+    assert locate_damage(dataset, 0, 16) is None
+    assert dataset.reads == 2  # two whole chunks; nothing of the chunk at the stop
+    dataset = _FlakyRows(40, bad=17, chunk_rows=8)
+    found = locate_damage(dataset, 19, 21)  # inside the damaged chunk: from the row asked for
+    assert found is not None
+    assert (found[0], found[1]) == (19, (16, 24))
+    assert dataset.reads == 2
+
+
+def test_read_rows_returns_the_rows_or_names_the_first_bad_one(tmp_path: Path) -> None:
+    path = tmp_path / "x.h5"
+    dataset = _FlakyRows(40, bad=17)
+    assert read_rows(dataset, path, 3, 17).shape == (14, 2)
+    with pytest.raises(DamagedDataError) as raised:
+        read_rows(dataset, path, 10, 20)  # the rows are called patches unless told otherwise
+    assert str(raised.value) == (
+        f"{path}: expected readable patches, found damaged data (first unreadable index 17: "
+        f"Can't read data (row 17)); {FIX_HINT}"
+    )
+    assert raised.value.first_index == 17
+    assert raised.value.rows == (17, 18)
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+
+
+def test_read_rows_names_h5py_s_complaint_when_the_failure_does_not_come_back(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "y.h5"
+    dataset = _FlakyRows(40, bad=17, heal_after=1)  # only the first read fails
+    with pytest.raises(DamagedDataError) as raised:
+        read_rows(dataset, path, 10, 20, "labels")
+    assert str(raised.value) == (
+        f"{path}: expected readable labels, found damaged data while reading labels 10-19 "
+        f"(Can't read data (row 17)); {FIX_HINT}"
+    )
+    assert raised.value.first_index is None
+    assert raised.value.rows == (10, 20)
+    assert dataset.reads == 11  # the failed read, then rows 10-19 one by one
+
+
+def test_the_reader_names_damaged_masks_as_masks(tmp_path: Path) -> None:
+    write_split(tmp_path, "train", 400, seed=0, with_mask=True)
+    mask = layout.h5_path(tmp_path, "train", "mask")
+    _rewrite_chunked(mask, "mask", 50)
+    _garble_chunk(mask, "mask", 250)
+    split = open_split(tmp_path, "train")
+    reason = _reason(mask, "mask", 260)
+    for index, first in ((slice(260, 270), 260), (np.array([265, 3, 270]), 265)):
+        with pytest.raises(DamagedDataError) as raised:
+            split.read_mask(index)
+        assert str(raised.value) == (
+            f"{mask}: expected readable masks, found a damaged chunk at masks 250-299 (first "
+            f"unreadable index {first}: {reason}); {FIX_HINT}"
+        )
+        assert raised.value.rows == (250, 300)
+    assert split.read_mask(np.array([249, 3, 300])).shape == (3, *layout.MASK_SHAPE)
 
 
 # -- the command line ------------------------------------------------------------------------------
@@ -397,132 +499,3 @@ def test_check_deep_names_a_damaged_label_chunk(
     assert _call(["check", root, "--deep"]) == 1
     printed, err = capsys.readouterr()
     assert (printed, err) == ("", f"pcam check: error: {_damaged(y, 'labels', 296, 303, 'y')}\n")
-
-
-# -- mid-run failures: the tf.data pipeline and pcam predict ---------------------------------------
-
-
-def test_a_pipeline_error_unwraps_to_the_one_line_error(
-    gzip_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tf = pytest.importorskip("tensorflow")
-    from pcam.data.stream import make_dataset
-
-    root = _copy_split(gzip_template, tmp_path)
-    x = _x(root)
-    rows = _chunk_rows(x, "x")
-    first = _flip_middle(x, "x")
-    expected = _damaged(x, "patches", first, first + rows - 1, "x")
-    dataset = make_dataset(root, "valid", batch_size=64, shuffle=False)
-    wrapped = _pipeline_error(dataset)
-    assert isinstance(wrapped, tf.errors.OpError)
-    assert not isinstance(wrapped, PCamError)
-    assert expected in wrapped.message  # today: the one line, inside TensorFlow's error
-    assert "Traceback" in wrapped.message
-    unwrapped = unwrap_pipeline_error(wrapped)
-    assert isinstance(unwrapped, DamagedDataError)  # the object raised in the pipeline
-    assert str(unwrapped) == expected
-    assert unwrapped.first_index == first
-    # without the remembered object (another process raised it): rebuilt from the traceback text
-    monkeypatch.setattr(pipeline_errors, "_recent", OrderedDict())
-    rebuilt = unwrap_pipeline_error(wrapped)
-    assert type(rebuilt) is PCamError
-    assert str(rebuilt) == expected
-
-
-def test_the_last_quoted_error_is_the_one_that_stopped_the_pipeline() -> None:
-    tf = pytest.importorskip("tensorflow")
-    message = (
-        "Error in user-defined function: LayoutError: first\nTraceback (most recent call last):\n"
-        "pcam.errors.LayoutError: first\n\nDuring handling of the above exception, another "
-        "exception occurred:\n\npcam.errors.DamagedDataError: second; do this\n\n\t "
-        "[[{{node PyFuncStateless}}]]"
-    )
-    unwrapped = unwrap_pipeline_error(tf.errors.UnknownError(None, None, message))
-    assert type(unwrapped) is PCamError
-    assert str(unwrapped) == "second; do this"
-
-
-def test_errors_that_are_not_ours_do_not_unwrap() -> None:
-    tf = pytest.importorskip("tensorflow")
-
-    def divide(value: np.int64) -> np.int64:
-        return np.int64(1 // int(value))  # the only element is 0: ZeroDivisionError
-
-    pipeline = tf.data.Dataset.range(1).map(
-        lambda value: tf.numpy_function(divide, [value], tf.int64)
-    )
-    failed = _pipeline_error(pipeline)
-    assert "ZeroDivisionError" in failed.message
-    assert unwrap_pipeline_error(failed) is None
-    with pytest.raises(tf.errors.InvalidArgumentError) as reshaped:
-        tf.reshape(tf.zeros([3]), [2])
-    assert unwrap_pipeline_error(reshaped.value) is None
-    assert unwrap_pipeline_error(ValueError("pcam.errors.LayoutError: not from tf")) is None
-    ours = PCamError("already ours")
-    assert unwrap_pipeline_error(ours) is ours
-
-
-def test_predict_on_a_damaged_h5_file_is_one_line_exit_1(
-    gzip_template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    model_path = _saved_tiny_model(tmp_path / "model.keras")
-    root = _copy_split(gzip_template, tmp_path / "data")
-    x = _x(root)
-    rows = _chunk_rows(x, "x")
-    first = _flip_middle(x, "x")
-    out = tmp_path / "predictions.csv"
-    # batches of 256 rows: the damaged chunk is met inside the second batch, not at its start
-    assert first % 256 != 0
-    assert _call(["predict", "--model", model_path, x, "--out", out]) == 1
-    printed, err = capsys.readouterr()
-    expected = _damaged(x, "patches", first, first + rows - 1, "x")
-    assert (printed, err) == ("", f"pcam predict: error: {expected}\n")
-    assert not out.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model.keras"]
-
-
-def test_evaluate_on_a_damaged_h5_file_is_one_line_exit_1(
-    gzip_template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The damage is met inside the tf.data pipeline: TensorFlow's error, unwrapped to ours."""
-    model_path = _saved_tiny_model(tmp_path / "model.keras")
-    root = _copy_split(gzip_template, tmp_path / "data")
-    x = _x(root)
-    rows = _chunk_rows(x, "x")
-    first = _flip_middle(x, "x")
-    out = tmp_path / "report"
-    argv: list[str | Path] = ["evaluate", "--model", model_path, "--data", root]
-    assert _call([*argv, "--split", "valid", "--out", out, "--batch-size", "64"]) == 1
-    _, err = capsys.readouterr()
-    expected = _damaged(x, "patches", first, first + rows - 1, "x")
-    assert err == f"pcam evaluate: error: {expected}\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model.keras"]
-    gc.collect()
-
-
-def test_train_on_a_damaged_h5_file_is_one_line_and_leaves_no_run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    pytest.importorskip("tensorflow")
-    root = tmp_path / "data"
-    write_split(root, "train", N, seed=0, chunked=True, compression="gzip")
-    write_split(root, "valid", 32, seed=1)
-    x = _x(root, "train")
-    rows = _chunk_rows(x, "x")
-    first = _flip_middle(x, "x")
-    run = tmp_path / "run"
-    argv: list[str | Path] = ["train", "--data", root, "--out", run, "--model", "small"]
-    assert _call([*argv, "--epochs", "1", "--batch-size", "32"]) == 1
-    _, err = capsys.readouterr()
-    lines = [line for line in err.splitlines() if line.startswith("pcam train:")]
-    # shuffled: the first bad index met depends on the order, the damaged chunk does not
-    assert len(lines) == 1, err
-    assert lines[0].startswith(
-        f"pcam train: error: {x}: expected readable patches, found a damaged chunk at patches "
-        f"{first}-{first + rows - 1} (first unreadable index "
-    )
-    assert lines[0].endswith(f"; {FIX_HINT}")
-    assert "Traceback" not in err
-    assert not run.exists()  # no epoch finished: nothing of the run is left
-    gc.collect()

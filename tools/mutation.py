@@ -93,7 +93,12 @@ TESTS_FOR: dict[str, tuple[str, ...]] = {
     "pcam/data/d4.py": ("tests/test_d4.py",),
     "pcam/data/reader.py": ("tests/test_reader.py",),
     "pcam/data/colour.py": ("tests/test_stream.py",),
-    "pcam/data/split.py": ("tests/test_split.py", "tests/test_malformed.py"),
+    "pcam/data/split.py": (
+        "tests/test_split.py",
+        "tests/test_malformed.py",
+        "tests/test_deep_check.py",
+    ),
+    "pcam/data/verify.py": ("tests/test_deep_check.py",),
     "pcam/download.py": ("tests/test_download.py",),
     "pcam/outputs.py": ("tests/test_outputs.py",),
     "pcam/metrics.py": ("tests/test_metrics.py",),
