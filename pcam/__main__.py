@@ -1,5 +1,5 @@
 """``python -m pcam`` runs the command line."""
 
-from pcam.cli import main
+from pcam.cli import run
 
-raise SystemExit(main())
+raise SystemExit(run())

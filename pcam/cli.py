@@ -561,6 +561,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous_handler)
 
 
+def run() -> int:
+    """The ``pcam`` command: :func:`main`, with TensorFlow's C++ start-up log filtered out.
+
+    See :mod:`pcam.quiet`; ``PCAM_TF_LOG=1`` shows that log.
+    """
+    from pcam.quiet import filter_tensorflow_log
+
+    filter_tensorflow_log()
+    return main()
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so it unwinds (and cleans up) as for Ctrl-C."""
 
