@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="evaluate a saved model on a split: metrics.json and plots",
         description="Predict every patch of a split with a saved model and write metrics.json "
-        "(accuracy, per-class precision/recall/F1, ROC AUC, NLL, confusion matrix, 95%% "
+        "(accuracy, per-class precision/recall/F1, ROC AUC, NLL, confusion matrix, 95% "
         "bootstrap intervals) and PNG plots to the report directory.",
     )
     evaluate.add_argument("--model", type=Path, required=True, help="a saved model (.keras)")

@@ -511,3 +511,30 @@ def test_demo_check_passes_a_correct_stream(tmp_path: Path) -> None:
 
     write_split(tmp_path, "valid", 40, seed=3, with_meta=False)
     assert _check_permutation(open_split(tmp_path, "valid"), tmp_path, 16, 0) == ""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "synth",
+        "check",
+        "download",
+        "train",
+        "evaluate",
+        "explain",
+        "predict",
+        "app",
+        "demo",
+        "fullcheck",
+    ],
+)
+def test_help_texts_show_percent_signs_once(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse %-formats help strings but not descriptions: ``%%`` must not reach the user."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "%%" not in text
+    if command == "evaluate":
+        assert "95% bootstrap intervals" in " ".join(text.split())
