@@ -82,6 +82,12 @@ def check_writable(path: Path) -> None:
     os.unlink(probe)
 
 
+def _foreign_files(names: list[str]) -> str:
+    """``files pcam did not write (a, b, c, ...)``: the first three of ``names``, sorted."""
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"files pcam did not write ({shown})"
+
+
 def _a(noun: str) -> str:
     """``noun`` with its indefinite article: ``a report``, ``an explanation``."""
     return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
@@ -125,8 +131,7 @@ def refuse_unsafe_replacement(
         if entry.name != MARKER and entry.name not in listed
     )
     if foreign:
-        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        raise UnsafeOutputError(destination, expected, f"files pcam did not write ({shown})")
+        raise UnsafeOutputError(destination, expected, _foreign_files(foreign))
 
 
 def refuse_existing_directory(
@@ -205,8 +210,7 @@ def claim_directory(
     if marker is None and folder.is_dir():
         foreign = sorted(e.name for e in folder.iterdir() if not tolerated(e.name))
         if foreign:
-            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-            raise UnsafeOutputError(folder, expected, f"files pcam did not write ({shown})")
+            raise UnsafeOutputError(folder, expected, _foreign_files(foreign))
     check_writable(folder)
     if marker is None:
         make_folder(folder)

@@ -333,19 +333,11 @@ def test_a_truncated_backup_is_discarded_with_one_warning_and_the_run_starts_aga
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A backup damaged outside pcam (an old version, a disk error) cannot stop the run."""
-    import keras
 
     from pcam.train import train
 
     run = tmp_path / "run"
-    epoch_end = keras.callbacks.CSVLogger.on_epoch_end
-
-    def crash_after_epoch_two(self: Any, epoch: int, logs: Any = None) -> None:
-        epoch_end(self, epoch, logs)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(keras.callbacks.CSVLogger, "on_epoch_end", crash_after_epoch_two)
+    _stop_after_the_log_of_epoch(monkeypatch, 1, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         train(deterministic_config(synthetic_root, run), verbose=0)
     monkeypatch.undo()
@@ -522,18 +514,12 @@ def test_a_run_stopped_after_its_first_model_but_before_its_first_backup_resumes
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """It has a model and no backup yet: still an interrupted run, not a finished one."""
-    import keras
 
     from pcam.train import train
 
     run = tmp_path / "run"
-    epoch_end = keras.callbacks.CSVLogger.on_epoch_end
-
-    def stop_after_the_log(self: Any, epoch: int, logs: Any = None) -> None:
-        epoch_end(self, epoch, logs)
-        raise _DiskFull  # between the best model (saved) and the backup (not yet)
-
-    monkeypatch.setattr(keras.callbacks.CSVLogger, "on_epoch_end", stop_after_the_log)
+    # between the best model (saved) and the backup (not yet)
+    _stop_after_the_log_of_epoch(monkeypatch, 0, _DiskFull())
     with pytest.raises(OSError, match="No space"):
         train(deterministic_config(synthetic_root, run), verbose=0)
     monkeypatch.undo()
@@ -543,3 +529,22 @@ def test_a_run_stopped_after_its_first_model_but_before_its_first_backup_resumes
     expected = (deterministic_run / "training_log.csv").read_bytes()
     assert (run / "training_log.csv").read_bytes() == expected
     _assert_same_weights(deterministic_run / "model.keras", run / "model.keras")
+
+
+def _stop_after_the_log_of_epoch(
+    monkeypatch: pytest.MonkeyPatch, epoch: int, error: BaseException
+) -> None:
+    """Raise ``error`` once the CSV log has the row of ``epoch`` (0-based), before the backup.
+
+    The CSV logger runs after the best model is saved and before the backup is written.
+    """
+    import keras
+
+    epoch_end = keras.callbacks.CSVLogger.on_epoch_end
+
+    def stop(self: Any, finished: int, logs: Any = None) -> None:
+        epoch_end(self, finished, logs)
+        if finished == epoch:
+            raise error
+
+    monkeypatch.setattr(keras.callbacks.CSVLogger, "on_epoch_end", stop)
