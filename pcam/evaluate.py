@@ -29,12 +29,19 @@ def predict_batch(
 ) -> npt.NDArray[np.float64]:
     """Tumour probabilities ``[B]`` of one batch of patches ``uint8 [B, 96, 96, 3]``.
 
+    The model's outputs are read through its head (:mod:`pcam.heads`): a logit head's outputs
+    become probabilities, a two-class head gives its tumour column.
+
     With ``tta`` the batch is predicted under each of the 8 symmetries of the square
     (:mod:`pcam.data.d4`) and the 8 probabilities of each patch are averaged.
     """
+    from pcam.heads import head_of
+
+    head = head_of(model)
     views = [d4.apply_one(images, code) for code in range(d4.NUM_SYMMETRIES)] if tta else [images]
     scores = [
-        np.asarray(model.predict_on_batch(np.ascontiguousarray(view))).reshape(-1) for view in views
+        head.tumour_probabilities(model.predict_on_batch(np.ascontiguousarray(view)))
+        for view in views
     ]
     mean: npt.NDArray[np.float64] = np.mean(np.asarray(scores, dtype=np.float64), axis=0)
     return mean

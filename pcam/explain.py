@@ -186,7 +186,7 @@ def explain(
     grid = max((sizes[name] for name in cam.layer_names), key=lambda size: size[0] * size[1])
 
     def predict(images: npt.NDArray[np.uint8]) -> Any:
-        return model.predict_on_batch(images)
+        return cam.head.tumour_probabilities(model.predict_on_batch(images))
 
     report: dict[str, Any] = {
         "model": str(model_path),

@@ -5,10 +5,17 @@ the forward pass to the chosen layers and the classifier's score, and the backwa
 score to those layers, for every patch of a batch at once. The model runs in inference mode, so
 each patch's map depends on that patch alone (batched equals one by one).
 
-The score is the classifier's *logit*, the input of its final sigmoid (or softmax): for a
-one-unit sigmoid head, class 1 (tumour) uses the logit and class 0 (normal) minus the logit,
-which is the logit of ``1 - p``. The gradient of a saturated probability would vanish; the
-logit's does not.
+The score is the classifier's *logit* for the class, the pre-activation output of its dense
+head, never a probability (whose gradient vanishes where it saturates). The heads of
+:mod:`pcam.heads` are supported, and only those:
+
+- one unit (``Dense(1, sigmoid)``, ``Dense(1)`` + ``Activation("sigmoid")``, ``Dense(1)``
+  logits): class 1 (tumour) uses the logit ``z`` and class 0 (normal) ``-z``, the logit of
+  ``1 - p``;
+- two units (``Dense(2, softmax)``, ``Dense(2)`` + ``Activation("softmax")`` or ``Softmax()``,
+  ``Dense(2)`` logits): class ``c`` uses its own logit ``z_c``.
+
+Any other last layer is refused with a one-line error naming these heads.
 
 Layers are found in the model itself or inside a nested model used as a layer (a
 ``keras.applications`` backbone, say), without rebuilding a graph from the outer input to an
@@ -30,6 +37,7 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from pcam.errors import InvalidArgumentError
+from pcam.heads import Head, head_of
 
 Method = Literal["gradcam", "gradcam++", "layercam"]
 METHODS: tuple[Method, ...] = ("gradcam", "gradcam++", "layercam")
@@ -68,16 +76,16 @@ class GradCAM:
             names = [candidates[-1][0]]
         self.layer_names = tuple(names)
         self._layers = [_find_layer(model, name, candidates) for name in names]
-        self._head = _head_of(model)
+        self.head: Head = head_of(model)
         self.input_shape = tuple(model.input_shape[1:])
         self.input_dtype = str(model.inputs[0].dtype)
-        self._forward = _forward_function(model, self._layers)
-        _check_forward(model, self._forward, self.input_shape, self.input_dtype)
+        self._forward = _forward_function(model, self._layers, self.head)
+        _check_forward(model, self._forward, self.head, self.input_shape, self.input_dtype)
         self._compiled = tf.function(
             self._maps_and_scores,
             input_signature=[
                 tf.TensorSpec((None, *self.input_shape), self.input_dtype),
-                tf.TensorSpec((), tf.float32),
+                tf.TensorSpec((), tf.int32),
             ],
             reduce_retracing=True,
         )
@@ -108,8 +116,9 @@ class GradCAM:
         if class_index not in (0, 1):
             raise InvalidArgumentError("class_index", "0 (normal) or 1 (tumour)", class_index)
         batch = self._check_images(images)
-        sign = 1.0 if class_index == 1 else -1.0
-        maps, probabilities = self._compiled(tf.convert_to_tensor(batch), tf.constant(sign))
+        maps, probabilities = self._compiled(
+            tf.convert_to_tensor(batch), tf.constant(class_index, tf.int32)
+        )
         result = [m.numpy() for m in maps]
         if len(result) > 1 or size is not None:
             target = size or self.input_shape[:2]
@@ -135,17 +144,19 @@ class GradCAM:
             batch = batch.astype(self.input_dtype)
         return batch
 
-    def _maps_and_scores(self, images: tf.Tensor, sign: tf.Tensor) -> tuple[list[Any], Any]:
+    def _maps_and_scores(
+        self, images: tf.Tensor, class_index: tf.Tensor
+    ) -> tuple[list[Any], Any]:
         with tf.GradientTape() as tape:
-            features, logits, probabilities = self._forward(images)
+            features, logits = self._forward(images)
             # patches are independent in inference mode: the gradient of the sum is per patch
-            total = tf.reduce_sum(sign * logits)
+            total = tf.reduce_sum(_class_scores(logits, class_index))
         gradients = tape.gradient(total, features)
         maps = [
             _normalise(_combine(self.method, tf.cast(f, tf.float32), tf.cast(g, tf.float32)))
             for f, g in zip(features, gradients, strict=True)
         ]
-        return maps, probabilities
+        return maps, _tumour_probabilities(logits)
 
 
 def spatial_layers(model: keras.Model) -> list[tuple[str, tuple[int, int]]]:
@@ -214,38 +225,21 @@ def _find_layer(
     )
 
 
-def _head_of(model: keras.Model) -> Any:
-    """The final dense layer, whose pre-activation output is the score Grad-CAM differentiates."""
-    head = model.layers[-1]
-    activation = getattr(getattr(head, "activation", None), "__name__", None)
-    if not isinstance(head, keras.layers.Dense) or activation not in ("sigmoid", "linear"):
-        raise InvalidArgumentError(
-            "model",
-            "a classifier ending in a Dense layer with a sigmoid (or no) activation",
-            f"a last layer {head.name!r} of type {type(head).__name__}",
-        )
-    if head.units != 1:
-        raise InvalidArgumentError("model", "a one-unit (binary) head", f"{head.units} units")
-    return head
-
-
-def _forward_function(model: keras.Model, layers: list[tuple[Any, Any]]) -> Any:
-    """A function ``images -> ([feature maps], logits [B], probabilities [B])``.
+def _forward_function(model: keras.Model, layers: list[tuple[Any, Any]], head: Head) -> Any:
+    """A function ``images -> ([feature maps], logits [B, units])``, logits in float32.
 
     Layers of the model itself are read from one multi-output functional model. A layer inside
-    a nested model is reached by running the outer model's layers in order, with the nested
-    model replaced by a two-output copy of itself (feature map and output); this needs the
-    outer model to be a chain, as transfer-learning models are.
+    a nested model is reached by running the outer model's layers in order up to the head, with
+    the nested model replaced by a two-output copy of itself (feature map and output); this
+    needs the outer model to be a chain, as transfer-learning models are.
     """
-    head = model.layers[-1]
-    head_input = head.input
+    dense = head.dense
     if all(nested is None for _, nested in layers):
-        tapped = keras.Model(model.inputs[0], [*(layer.output for layer, _ in layers), head_input])
+        tapped = keras.Model(model.inputs[0], [*(layer.output for layer, _ in layers), dense.input])
 
-        def flat(images: tf.Tensor) -> tuple[list[Any], Any, Any]:
+        def flat(images: tf.Tensor) -> tuple[list[Any], Any]:
             *features, before_head = tapped(images, training=False)
-            logits = _logits(head, before_head)
-            return list(features), logits, tf.sigmoid(tf.cast(logits, tf.float32))
+            return list(features), _logits(dense, before_head)
 
         return flat
     nested_models = {id(nested) for _, nested in layers if nested is not None}
@@ -256,27 +250,29 @@ def _forward_function(model: keras.Model, layers: list[tuple[Any, Any]]) -> Any:
     nested = next(nested for _, nested in layers if nested is not None)
     inner = keras.Model(nested.inputs[0], [*(layer.output for layer, _ in layers), nested.output])
     chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    before_dense = chain[: chain.index(dense)]
 
-    def through_nested(images: tf.Tensor) -> tuple[list[Any], Any, Any]:
+    def through_nested(images: tf.Tensor) -> tuple[list[Any], Any]:
         x = images
         features: list[Any] = []
-        for layer in chain[:-1]:
+        for layer in before_dense:
             if layer is nested:
                 *features, x = inner(x, training=False)
             else:
                 x = layer(x, training=False)
-        logits = _logits(head, x)
-        return features, logits, tf.sigmoid(tf.cast(logits, tf.float32))
+        return features, _logits(dense, x)
 
     return through_nested
 
 
-def _check_forward(model: keras.Model, forward: Any, shape: tuple[int, ...], dtype: str) -> None:
+def _check_forward(
+    model: keras.Model, forward: Any, head: Head, shape: tuple[int, ...], dtype: str
+) -> None:
     """Raise unless ``forward`` reproduces the model's output (it would for a chain model)."""
     probe = np.random.default_rng(0).integers(0, 256, (2, *shape)).astype(dtype)
-    _, _, probabilities = forward(tf.convert_to_tensor(probe))
-    expected = np.asarray(model(probe, training=False), dtype=np.float32)[:, 0]
-    if not np.allclose(probabilities.numpy(), expected, atol=1e-3):
+    _, logits = forward(tf.convert_to_tensor(probe))
+    expected = head.tumour_probabilities(model(probe, training=False))
+    if not np.allclose(_tumour_probabilities(logits).numpy(), expected, atol=1e-3):
         raise InvalidArgumentError(
             "model",
             "a chain of layers around the nested model that holds the layer",
@@ -284,13 +280,28 @@ def _check_forward(model: keras.Model, forward: Any, shape: tuple[int, ...], dty
         )
 
 
-def _logits(head: Any, before_head: Any) -> Any:
-    """The head's pre-activation output ``[B]``: ``x @ kernel + bias``."""
-    kernel = tf.cast(head.kernel, tf.float32)
+def _logits(dense: Any, before_head: Any) -> Any:
+    """The head's pre-activation outputs ``[B, units]`` in float32: ``x @ kernel + bias``."""
+    kernel = tf.cast(dense.kernel, tf.float32)
     z = tf.matmul(tf.cast(before_head, tf.float32), kernel)
-    if head.use_bias:
-        z = z + tf.cast(head.bias, tf.float32)
-    return z[:, 0]
+    if dense.use_bias:
+        z = z + tf.cast(dense.bias, tf.float32)
+    return z
+
+
+def _class_scores(logits: Any, class_index: Any) -> Any:
+    """The score ``[B]`` of class ``class_index``: ``z`` or ``-z`` for one logit, else ``z_c``."""
+    if logits.shape[-1] == 1:
+        sign = tf.cast(2 * class_index - 1, tf.float32)
+        return sign * logits[:, 0]
+    return tf.gather(logits, class_index, axis=1)
+
+
+def _tumour_probabilities(logits: Any) -> Any:
+    """Class 1's probability ``[B]`` from the logits: their sigmoid, or column 1 of softmax."""
+    if logits.shape[-1] == 1:
+        return tf.sigmoid(logits[:, 0])
+    return tf.nn.softmax(logits, axis=-1)[:, 1]
 
 
 def _combine(method: str, features: Any, gradients: Any) -> Any:
@@ -316,4 +327,5 @@ def _combine(method: str, features: Any, gradients: Any) -> Any:
 def _normalise(maps: Any) -> Any:
     """Each map divided by its maximum; an all-zero map stays zero (no NaN)."""
     peak = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
-    return tf.where(peak > 0, maps / tf.maximum(peak, _EPSILON), tf.zeros_like(maps))
+    # however small the peak (features of 1e-15 are common in a randomly initialised network)
+    return maps / tf.where(peak > 0, peak, tf.ones_like(peak))

@@ -228,20 +228,30 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
 
 
 def _check_classifier(model: keras.Model, path: Path) -> None:
-    """Raise unless ``model`` maps one ``[B, 96, 96, 3]`` input to one ``[B, 1]`` output."""
+    """Raise unless ``model`` maps ``[B, 96, 96, 3]`` to ``[B, 1]`` or ``[B, 2]`` by a known head.
+
+    The heads are those of :mod:`pcam.heads`, whose outputs pcam knows how to read.
+    """
+    from pcam.heads import SUPPORTED_HEADS, unsupported_head
+
     try:
         inputs = [tuple(tensor.shape) for tensor in model.inputs]
         outputs = [tuple(tensor.shape) for tensor in model.outputs]
     except (AttributeError, TypeError, ValueError):  # a model never built has no inputs
         inputs, outputs = [], []
-    if _fits(inputs, IMAGE_SHAPE) and _fits(outputs, (1,)):
-        return
-    raise UnreadableFileError(
-        path,
-        "a saved pcam model (.keras) taking [B, 96, 96, 3] patches to [B, 1] probabilities",
-        f"a Keras model with input {_show(inputs)} and output {_show(outputs)}",
-        "pass the model.keras of a pcam train run",
-    )
+    if not (_fits(inputs, IMAGE_SHAPE) and (_fits(outputs, (1,)) or _fits(outputs, (2,)))):
+        raise UnreadableFileError(
+            path,
+            "a saved pcam model (.keras) taking [B, 96, 96, 3] patches to [B, 1] or [B, 2] "
+            "class scores",
+            f"a Keras model with input {_show(inputs)} and output {_show(outputs)}",
+            "pass the model.keras of a pcam train run",
+        )
+    found = unsupported_head(model)
+    if found is not None:
+        raise UnreadableFileError(
+            path, SUPPORTED_HEADS, found, "pcam reads the probability or logits of these heads"
+        )
 
 
 def _fits(shapes: list[tuple[Any, ...]], expected: tuple[int, ...]) -> bool:

@@ -223,22 +223,54 @@ def test_bad_construction_is_one_clear_line(
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize(
-    ("units", "activation", "pattern"),
-    [
-        (2, "softmax", "model: expected a classifier ending in a Dense layer with a sigmoid"),
-        (2, "sigmoid", "model: expected a one-unit .binary. head, found '2 units'"),
-    ],
-)
-def test_a_model_without_a_binary_dense_head_is_refused(
-    units: int, activation: str, pattern: str
-) -> None:
+def _refused_head(units: int, activation: str | None, after: Any) -> Any:
+    """A small model whose last layers are ``Dense(units, activation)`` and ``after``, if any."""
     inputs = keras.Input((96, 96, 3), dtype="uint8")
     x = keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1 / 255)(inputs))
-    head = keras.layers.Dense(units, activation=activation)
-    outputs = head(keras.layers.GlobalAveragePooling2D()(x))
-    with pytest.raises(InvalidArgumentError, match=pattern):
-        GradCAM(keras.Model(inputs, outputs))
+    x = keras.layers.Dense(units, activation=activation)(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, after(x) if after is not None else x)
+
+
+@pytest.mark.parametrize(
+    ("units", "activation", "after", "found"),
+    [
+        (2, "sigmoid", None, "a sigmoid Dense layer .* with 2 units"),
+        (1, "softmax", None, "a softmax Dense layer .* with 1 units"),
+        (3, None, None, "a linear Dense layer .* with 3 units"),
+        (1, "relu", None, "a Dense layer .* with activation 'relu'"),
+        (1, "sigmoid", keras.layers.Activation("sigmoid"), "with activation 'sigmoid' followed"),
+        (1, None, keras.layers.Activation("relu"), "with activation 'relu'"),
+        (2, None, keras.layers.Activation("sigmoid"), "a sigmoid Dense layer .* with 2 units"),
+        (1, None, keras.layers.Dropout(0.5), "a last layer .* of type Dropout"),
+    ],
+)
+def test_a_model_without_a_supported_binary_head_is_refused_in_one_line(
+    units: int, activation: str | None, after: Any, found: str
+) -> None:
+    from pcam.heads import SUPPORTED_HEADS
+
+    with pytest.raises(InvalidArgumentError, match=found) as caught:
+        GradCAM(_refused_head(units, activation, after))
+    message = str(caught.value)
+    assert message.startswith(f"model: expected {SUPPORTED_HEADS}, found ")
+    assert "\n" not in message
+
+
+def test_the_docstring_names_exactly_the_supported_heads() -> None:
+    """The module docstring lists the heads :mod:`pcam.heads` accepts, and no other form."""
+    import pcam.gradcam
+
+    doc = " ".join((pcam.gradcam.__doc__ or "").split())
+    for form in (
+        "``Dense(1, sigmoid)``",
+        '``Dense(1)`` + ``Activation("sigmoid")``',
+        "``Dense(1)`` logits",
+        "``Dense(2, softmax)``",
+        '``Dense(2)`` + ``Activation("softmax")`` or ``Softmax()``',
+        "``Dense(2)`` logits",
+    ):
+        assert form in doc, form
+    assert "Any other last layer is refused" in doc
 
 
 @pytest.mark.parametrize(
@@ -286,13 +318,25 @@ def _relu_head_model(bias: float, seed: int = 0) -> Any:
     return model
 
 
-def _oracle(model: Any, images: npt.NDArray[np.float32], method: str, sign: float) -> Any:
+def _score_vector(model: Any, class_index: int) -> npt.NDArray[np.float64]:
+    """d(class score) / d(pooled features) ``[C]``: the head's column for the class.
+
+    One logit ``z`` scores tumour as ``z`` and normal as ``-z``; two logits score class ``c``
+    as ``z_c``.
+    """
+    kernel = np.asarray(model.get_layer("head").kernel, np.float64)  # [C, units]
+    if kernel.shape[1] == 1:
+        return (1.0 if class_index == 1 else -1.0) * kernel[:, 0]
+    return kernel[:, class_index]
+
+
+def _oracle(model: Any, images: npt.NDArray[np.float32], method: str, class_index: int) -> Any:
     """The map of ``method`` in float64 NumPy, from the weights and the analytic gradient."""
     kernel = np.asarray(model.get_layer("features").kernel, np.float64)[0, 0]  # [3, C]
-    head = np.asarray(model.get_layer("head").kernel, np.float64)[:, 0]  # [C]
+    head = _score_vector(model, class_index)  # [C]
     features = images.astype(np.float64) @ kernel  # [B, H, W, C]
     height, width = features.shape[1:3]
-    gradients = sign * head / (height * width) * (features > 0)  # d(sign * logit) / dA
+    gradients = head / (height * width) * (features > 0)  # d(class score) / dA
     if method == "gradcam":
         weights = gradients.mean(axis=(1, 2))  # [B, C]
         raw = np.einsum("bhwc,bc->bhw", features, weights)
@@ -340,8 +384,7 @@ def test_every_method_equals_its_numpy_oracle_even_when_saturated(
     model, cam = oracle_cams[(bias, method)]
     images = _oracle_images(4, seed=1)
     maps, probabilities = cam.explain(images, class_index)
-    sign = 1.0 if class_index == 1 else -1.0
-    expected = _oracle(model, images, method, sign)
+    expected = _oracle(model, images, method, class_index)
     assert maps.shape == (4, *ORACLE_SHAPE[:2])
     assert maps.dtype == probabilities.dtype == np.float32
     np.testing.assert_allclose(maps, expected, atol=1e-5)
@@ -351,6 +394,22 @@ def test_every_method_equals_its_numpy_oracle_even_when_saturated(
         assert np.all(probabilities == 1.0)  # saturated in float32
     if bias == -40.0:
         assert np.all(probabilities < 1e-17)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "layercam"])
+@pytest.mark.parametrize("scale", [1e-12, 1e-30, 1e6])
+def test_a_map_is_normalised_by_its_own_peak_however_small(
+    oracle_cams: dict[tuple[float, str], tuple[Any, GradCAM]], method: str, scale: float
+) -> None:
+    """Scaling the features by ``s > 0`` scales these maps by ``s``: normalised, they agree.
+
+    (Grad-CAM++'s weights depend on the features' sum, so it is left out.)
+    """
+    _, cam = oracle_cams[(0.0, method)]
+    images = _oracle_images(3, seed=5)
+    scaled = cam.heatmaps((images * scale).astype(np.float32))
+    np.testing.assert_allclose(scaled, cam.heatmaps(images), atol=1e-5)
+    assert np.all(scaled.max(axis=(1, 2)) == pytest.approx(1.0))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -368,7 +427,7 @@ def test_each_patch_of_a_batch_has_its_own_gradient_weights(
     together = cam.heatmaps(batch)
     alone = np.concatenate([cam.heatmaps(patch[None]) for patch in batch])
     np.testing.assert_allclose(together, alone, atol=1e-6)
-    np.testing.assert_allclose(together, _oracle(model, batch, method, 1.0), atol=1e-5)
+    np.testing.assert_allclose(together, _oracle(model, batch, method, 1), atol=1e-5)
     assert not np.allclose(together[0], together[1], atol=0.1)  # really different maps
 
 
@@ -410,3 +469,172 @@ def test_upsample_clips_to_the_unit_range() -> None:
     resized = upsample(maps, (2, 2))  # same size: bilinear changes nothing but the clip
     np.testing.assert_array_equal(resized, [[[0.0, 0.5], [1.0, 1.0]]])
     assert resized.dtype == np.float32
+
+
+# -- every supported head against the same oracle ----------------------------------------------
+
+ONE_UNIT = ("dense_sigmoid", "activation_sigmoid", "mixed_activation_sigmoid", "logit")
+TWO_UNITS = ("softmax", "softmax_layer", "two_logits")
+
+
+def _head_layers(head: str, x: Any, units_bias: float) -> tuple[Any, Any]:
+    """``(dense layer, model output)`` of ``head`` on ``x``; ``units_bias`` saturates it.
+
+    One unit gets the bias ``units_bias``; two units get ``-units_bias / 2`` and
+    ``units_bias / 2``, so the tumour logit leads by ``units_bias`` in both forms.
+    """
+    mixed = head.startswith("mixed_")
+    units = 2 if head in TWO_UNITS else 1
+    activation = {"dense_sigmoid": "sigmoid", "softmax": "softmax"}.get(head)
+    dense = keras.layers.Dense(
+        units, activation=activation, name="head", dtype="mixed_float16" if mixed else "float32"
+    )
+    z = dense(x)
+    if head.endswith("activation_sigmoid"):
+        output = keras.layers.Activation("sigmoid", dtype="float32")(z)
+    elif head == "softmax_layer":
+        output = keras.layers.Softmax()(z)
+    else:
+        output = z
+    return dense, output
+
+
+def _set_head(dense: Any, channels: int, units_bias: float, seed: int) -> None:
+    kernel = np.random.default_rng(seed).normal(size=(channels, dense.units)).astype(np.float32)
+    bias = [units_bias] if dense.units == 1 else [-units_bias / 2, units_bias / 2]
+    dense.set_weights([kernel, np.asarray(bias, np.float32)])
+
+
+def _oracle_head_model(head: str, units_bias: float, seed: int = 0) -> Any:
+    """The oracle's features (linear 1x1 conv, ReLU, global average pooling) and ``head``."""
+    keras.utils.set_random_seed(seed)
+    dtype = "mixed_float16" if head.startswith("mixed_") else "float32"
+    inputs = keras.Input(ORACLE_SHAPE, dtype="float32")
+    x = keras.layers.Conv2D(ORACLE_CHANNELS, 1, use_bias=False, name="features", dtype=dtype)(
+        inputs
+    )
+    x = keras.layers.GlobalAveragePooling2D(dtype=dtype)(keras.layers.ReLU(dtype=dtype)(x))
+    x = keras.layers.Dropout(0.5, dtype=dtype)(x)  # inference: the identity
+    dense, output = _head_layers(head, x, units_bias)
+    model = keras.Model(inputs, output)
+    _set_head(dense, ORACLE_CHANNELS, units_bias, seed)
+    return model
+
+
+def _expected_tumour_probability(head: str, outputs: Any) -> npt.NDArray[np.float64]:
+    """Class 1's probability from a head's raw outputs, written out per form."""
+    values = np.asarray(outputs, np.float64)
+    if head in ("dense_sigmoid", "activation_sigmoid", "mixed_activation_sigmoid"):
+        return values[:, 0]
+    if head == "logit":
+        return 1.0 / (1.0 + np.exp(-values[:, 0]))
+    if head in ("softmax", "softmax_layer"):
+        return values[:, 1]
+    exps = np.exp(values - values.max(axis=1, keepdims=True))
+    return exps[:, 1] / exps.sum(axis=1)
+
+
+@pytest.fixture(scope="module")
+def head_cams() -> dict[tuple[str, float], tuple[Any, dict[str, GradCAM]]]:
+    """``(head, bias) -> (model, {method: GradCAM})`` for every head, moderate and saturated."""
+    cams: dict[tuple[str, float], tuple[Any, dict[str, GradCAM]]] = {}
+    for head in (*ONE_UNIT, *TWO_UNITS):
+        for bias in (0.0, 40.0, -40.0):
+            model = _oracle_head_model(head, bias)
+            cams[(head, bias)] = (
+                model,
+                {m: GradCAM(model, "features", method=m) for m in METHODS},  # type: ignore[misc]
+            )
+    return cams
+
+
+@pytest.mark.parametrize("head", [*ONE_UNIT, *TWO_UNITS])
+@pytest.mark.parametrize("bias", [0.0, 40.0, -40.0])
+@pytest.mark.parametrize("class_index", [1, 0])
+@pytest.mark.parametrize("method", METHODS)
+def test_every_head_form_equals_the_oracle_for_both_classes_even_when_saturated(
+    head_cams: dict[tuple[str, float], tuple[Any, dict[str, GradCAM]]],
+    head: str,
+    bias: float,
+    class_index: int,
+    method: str,
+) -> None:
+    """One logit scores tumour as ``z`` and normal as ``-z``; two logits score ``c`` as ``z_c``.
+
+    The probability returned is the tumour probability however the head outputs it: the
+    output itself, the sigmoid of a logit, or column 1 of a softmax.
+    """
+    model, cams = head_cams[(head, bias)]
+    images = _oracle_images(4, seed=11)
+    maps, probabilities = cams[method].explain(images, class_index)
+    mixed = head.startswith("mixed_")
+    expected = _oracle(model, images, method, class_index)
+    np.testing.assert_allclose(maps, expected, atol=2e-2 if mixed else 1e-5)
+    assert np.all(maps.max(axis=(1, 2)) == pytest.approx(1.0))  # real maps, not all zero
+    wanted = _expected_tumour_probability(head, model.predict(images, verbose=0))
+    if mixed:
+        np.testing.assert_allclose(probabilities, wanted, atol=2e-3)
+    else:
+        np.testing.assert_allclose(probabilities, wanted, rtol=1e-5, atol=1e-30)
+    if bias == 40.0:
+        assert np.all(probabilities == 1.0)  # saturated in float32
+    if bias == -40.0:
+        assert np.all(probabilities < 1e-16)
+
+
+def test_two_logits_do_not_score_the_classes_as_opposites(
+    head_cams: dict[tuple[str, float], tuple[Any, dict[str, GradCAM]]],
+) -> None:
+    """With two logits, normal's map is ``z_0``'s, not ``-z_1``'s (a different head column)."""
+    model, cams = head_cams[("two_logits", 0.0)]
+    images = _oracle_images(4, seed=12)
+    normal = cams["gradcam"].heatmaps(images, 0)
+    kernel = np.asarray(model.get_layer("head").kernel, np.float64)
+    as_opposite = _oracle(_ScoreOf(model, -kernel[:, 1:2]), images, "gradcam", 1)
+    assert not np.allclose(normal, as_opposite, atol=0.05)
+
+
+class _ScoreOf:
+    """A stand-in model for :func:`_oracle` whose head kernel is replaced by ``kernel``."""
+
+    def __init__(self, model: Any, kernel: npt.NDArray[np.float64]) -> None:
+        self.model, self.kernel = model, kernel
+
+    def get_layer(self, name: str) -> Any:
+        if name == "head":
+            return type("Head", (), {"kernel": self.kernel})()
+        return self.model.get_layer(name)
+
+
+@pytest.fixture(scope="module")
+def mobilenet() -> Any:
+    """A small ``keras.applications`` backbone (random weights), to be nested as one layer."""
+    keras.utils.set_random_seed(0)
+    return keras.applications.MobileNet(
+        include_top=False, weights=None, input_shape=(96, 96, 3), alpha=0.25
+    )
+
+
+@pytest.mark.parametrize("head", [*ONE_UNIT, *TWO_UNITS])
+def test_every_head_form_after_a_nested_keras_applications_backbone(
+    mobilenet: Any, head: str
+) -> None:
+    """Grad-CAM of a GAP head is CAM: the head column for the class on the backbone's output."""
+    inputs = keras.Input((96, 96, 3))
+    x = keras.layers.GlobalAveragePooling2D()(mobilenet(inputs))
+    dense, output = _head_layers(head, keras.layers.Dropout(0.3)(x), 40.0)
+    model = keras.Model(inputs, output)
+    channels = int(mobilenet.output.shape[-1])
+    _set_head(dense, channels, 40.0, seed=3)
+    cam = GradCAM(model)
+    assert cam.layer_names == (mobilenet.layers[-1].name,)
+    images = _patches(3, seed=13).astype("float32")
+    features = mobilenet.predict(images, verbose=0).astype(np.float64)
+    outputs = model.predict(images, verbose=0)
+    for class_index in (1, 0):
+        maps, probabilities = cam.explain(images, class_index)
+        expected = _normalised(np.maximum(features @ _score_vector(model, class_index), 0.0))
+        np.testing.assert_allclose(maps, expected, atol=2e-2 if "mixed" in head else 1e-4)
+        np.testing.assert_allclose(
+            probabilities, _expected_tumour_probability(head, outputs), atol=2e-3
+        )

@@ -1,0 +1,227 @@
+"""Every head form pcam reads, through every command that reads a model's outputs.
+
+The expected probabilities are written out here per form from the Keras model's raw outputs,
+independently of :mod:`pcam.heads`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+keras = pytest.importorskip("keras")
+from PIL import Image  # noqa: E402
+
+from pcam.cli import main  # noqa: E402
+from pcam.errors import InvalidArgumentError  # noqa: E402
+from pcam.heads import SUPPORTED_HEADS, Head, head_of  # noqa: E402
+from pcam.testing import write_split  # noqa: E402
+from pcam.testing.models import HEAD_FORMS, tiny_model  # noqa: E402
+
+
+def expected_tumour_probability(head: str, outputs: Any) -> npt.NDArray[np.float64]:
+    """Class 1's probability from a head form's raw outputs, written out per form."""
+    values = np.asarray(outputs, np.float64)
+    if head in ("dense_sigmoid", "activation_sigmoid", "mixed_activation_sigmoid"):
+        return values[:, 0]
+    if head == "logit":
+        return 1.0 / (1.0 + np.exp(-values[:, 0]))
+    if head in ("softmax", "softmax_layer"):
+        return values[:, 1]
+    exps = np.exp(values - values.max(axis=1, keepdims=True))  # two logits
+    return exps[:, 1] / exps.sum(axis=1)
+
+
+class _Dense:
+    def __init__(self, units: int) -> None:
+        self.units = units
+
+
+@pytest.mark.parametrize(
+    ("activation", "units", "outputs", "expected"),
+    [
+        ("sigmoid", 1, [[0.2], [0.9]], [0.2, 0.9]),
+        ("softmax", 2, [[0.7, 0.3], [0.1, 0.9]], [0.3, 0.9]),  # column 1, not 0
+        ("linear", 1, [[0.0], [2.0], [-800.0], [800.0]], [0.5, 0.8807970779778823, 0.0, 1.0]),
+        ("linear", 2, [[1.0, 3.0], [2.0, -1.0]], [0.8807970779778823, 0.04742587317756678]),
+    ],
+)
+def test_tumour_probabilities_read_each_head_form(
+    activation: Any, units: int, outputs: list[list[float]], expected: list[float]
+) -> None:
+    with np.errstate(over="raise", invalid="raise"):  # no overflow on large logits
+        got = Head(_Dense(units), activation, separate=False).tumour_probabilities(outputs)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-300)
+    assert got.dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("head", "described"),
+    [
+        ("dense_sigmoid", "Dense(1, sigmoid)"),
+        ("activation_sigmoid", "Dense(1) + Activation('sigmoid')"),
+        ("mixed_activation_sigmoid", "Dense(1) + Activation('sigmoid')"),
+        ("logit", "Dense(1) logits"),
+        ("softmax", "Dense(2, softmax)"),
+        ("softmax_layer", "Dense(2) + Activation('softmax')"),
+        ("two_logits", "Dense(2) logits"),
+    ],
+)
+def test_head_of_finds_the_dense_layer_of_each_form(head: Any, described: str) -> None:
+    model = tiny_model(seed=0, head=head)
+    found = head_of(model)
+    assert found.dense is model.get_layer("tumour")
+    assert found.describe() == described
+
+
+def test_an_unsupported_head_is_one_line_naming_the_supported_ones() -> None:
+    model = tiny_model(seed=0)
+    outputs = keras.layers.Dense(1, activation="tanh", name="odd")(model.layers[-2].output)
+    with pytest.raises(InvalidArgumentError) as caught:
+        head_of(keras.Model(model.inputs, outputs))
+    assert str(caught.value) == (
+        f"model: expected {SUPPORTED_HEADS}, found \"a Dense layer 'odd' with activation 'tanh'\""
+    )
+
+
+# -- the commands ----------------------------------------------------------------------------------
+
+
+def _spread(model: Any, images: npt.NDArray[np.uint8]) -> Any:
+    """Set the head so the tumour logits of ``images`` run from -3 to 3 (a swap would show).
+
+    With two units the normal logit is 0 and the tumour logit takes that range.
+    """
+    dense = model.get_layer("tumour")
+    features = keras.Model(model.inputs[0], dense.input).predict(images, verbose=0)
+    direction = np.random.default_rng(0).normal(size=features.shape[1])
+    scores = features @ direction
+    scale = 6.0 / np.ptp(scores)
+    kernel = np.zeros((features.shape[1], dense.units), np.float32)
+    kernel[:, -1] = direction * scale
+    bias = np.zeros(dense.units, np.float32)
+    bias[-1] = -3.0 - scores.min() * scale
+    dense.set_weights([kernel, bias])
+    return model
+
+
+@pytest.fixture(scope="module")
+def patch_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, npt.NDArray[np.uint8]]:
+    """Four PNG patches, of different brightness."""
+    folder = tmp_path_factory.mktemp("head-patches")
+    rng = np.random.default_rng(5)
+    images = np.stack(
+        [np.clip(rng.normal(60 * k + 40, 30, (96, 96, 3)), 0, 255) for k in range(4)]
+    ).astype(np.uint8)
+    for index, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"p{index}.png")
+    return folder, images
+
+
+@pytest.fixture(scope="module")
+def saved_models(
+    tmp_path_factory: pytest.TempPathFactory, patch_folder: tuple[Path, npt.NDArray[np.uint8]]
+) -> dict[str, Path]:
+    """One saved tiny model per head form, spread on the patches, without an optimizer."""
+    root = tmp_path_factory.mktemp("heads")
+    paths = {}
+    for head in HEAD_FORMS:
+        model = _spread(tiny_model(seed=1, head=head), patch_folder[1])
+        paths[head] = root / f"{head}.keras"
+        keras.Model(model.inputs, model.outputs).save(paths[head])
+    return paths
+
+
+def _expected(path: Path, head: str, images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+    raw = keras.models.load_model(path).predict(images, verbose=0)
+    return expected_tumour_probability(head, raw)
+
+
+@pytest.mark.parametrize("head", HEAD_FORMS)
+def test_predict_writes_the_tumour_probability_of_every_head(
+    saved_models: dict[str, Path],
+    patch_folder: tuple[Path, npt.NDArray[np.uint8]],
+    tmp_path: Path,
+    head: str,
+) -> None:
+    folder, images = patch_folder
+    out = tmp_path / "predictions.csv"
+    assert (
+        main(["predict", "--model", str(saved_models[head]), str(folder), "--out", str(out)]) == 0
+    )
+    with out.open(newline="") as stream:
+        rows = sorted(csv.DictReader(stream), key=lambda row: row["source"])
+    got = np.array([float(row["probability"]) for row in rows])
+    expected = _expected(saved_models[head], head, images)
+    assert expected.min() < 0.1 and expected.max() > 0.9  # spread: a wrong column or a raw logit would show
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    assert [row["label"] for row in rows] == ["tumour" if p >= 0.5 else "normal" for p in expected]
+
+
+@pytest.mark.parametrize("head", HEAD_FORMS)
+def test_explain_and_the_app_read_every_head(
+    saved_models: dict[str, Path],
+    patch_folder: tuple[Path, npt.NDArray[np.uint8]],
+    tmp_path: Path,
+    head: str,
+) -> None:
+    from pcam.app import logic
+
+    folder, images = patch_folder
+    expected = _expected(saved_models[head], head, images)
+    out = tmp_path / "explained"
+    argv = ["explain", "--model", str(saved_models[head]), str(folder), "--out", str(out)]
+    assert main(argv) == 0
+    report = json.loads((out / "explain.json").read_text())
+    got = [patch["probability"] for patch in sorted(report["patches"], key=lambda p: p["name"])]
+    np.testing.assert_allclose(got, expected, atol=2e-3 if "mixed" in head else 1e-5)
+
+    classifier = logic.load_classifier(saved_models[head])
+    shown = logic.predict(classifier, images).probabilities
+    np.testing.assert_allclose(shown, expected, atol=2e-6)
+    maps = logic.gradcam_maps(
+        logic.make_explainer(classifier, classifier.default_layer or ""), classifier, images
+    )
+    assert maps.tumour.shape[0] == len(images)
+
+
+@pytest.mark.parametrize("head", ["logit", "softmax", "two_logits"])
+def test_evaluate_scores_the_tumour_probability_of_every_head(
+    saved_models: dict[str, Path], tmp_path: Path, head: str
+) -> None:
+    from pcam.data import open_split
+    from pcam.evaluate import predict_split
+    from pcam.model import load_model
+
+    write_split(tmp_path, "test", 12, seed=4)
+    labels, probabilities = predict_split(load_model(saved_models[head]), tmp_path, "test")
+    split = open_split(tmp_path, "test")
+    images = split.read_images(slice(None))
+    assert labels.tolist() == split.labels.tolist()
+    split.close()
+    np.testing.assert_allclose(
+        probabilities, _expected(saved_models[head], head, images), atol=2e-6
+    )
+
+
+def test_a_saved_model_with_another_head_is_refused_in_one_line(
+    patch_folder: tuple[Path, npt.NDArray[np.uint8]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model = tiny_model(seed=0)
+    odd = keras.layers.Dense(1, activation="relu", name="odd")(model.layers[-2].output)
+    path = tmp_path / "odd.keras"
+    keras.Model(model.inputs, odd).save(path)
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", "--model", str(path), str(patch_folder[0]), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert f"expected {SUPPORTED_HEADS}, found a Dense layer 'odd' with activation 'relu'" in err
+    assert not out.exists()
