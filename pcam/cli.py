@@ -303,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")
     explain.add_argument(
+        "--threshold",
+        type=_fraction,
+        default=0.5,
+        help="probability at or above which a patch is predicted tumour, in the grid's "
+        "colours and explain.json (default: 0.5)",
+    )
+    explain.add_argument(
         "--overwrite",
         action="store_true",
         help="replace an explanation pcam wrote (never another folder)",
@@ -834,6 +841,7 @@ def _run_explain(args: argparse.Namespace) -> int:
             layer=args.layer,
             method=args.method,
             seed=args.seed,
+            threshold=args.threshold,
             overwrite=args.overwrite,
             progress=update,
         )

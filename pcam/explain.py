@@ -144,6 +144,7 @@ def explain(
     method: str = "gradcam",
     class_index: int = 1,
     seed: int = 0,
+    threshold: float = 0.5,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -152,7 +153,8 @@ def explain(
     With ``split``, ``inputs`` is a PCam data directory and ``n`` patches of the split are
     sampled with ``seed``; without, ``inputs`` are image files or folders (the first ``n``).
     ``layer`` and ``method`` are those of :class:`pcam.gradcam.GradCAM` (``None``: its default
-    layer). ``progress`` is called with the number of patches mapped. Returns the JSON report.
+    layer). A patch is predicted tumour when its probability is at or above ``threshold``.
+    ``progress`` is called with the number of patches mapped. Returns the JSON report.
     """
     destination = Path(out_dir)
     sources = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -163,6 +165,8 @@ def explain(
         raise InvalidArgumentError("n", "a number of patches >= 1", n)
     if class_index not in (0, 1):
         raise InvalidArgumentError("class_index", "0 (normal) or 1 (tumour)", class_index)
+    if not 0.0 <= threshold <= 1.0:
+        raise InvalidArgumentError("threshold", "a probability in [0, 1]", threshold)
     from pcam.gradcam import METHODS, GradCAM, spatial_layers
 
     if method not in METHODS:
@@ -197,11 +201,12 @@ def explain(
         "class_index": class_index,
         "class_name": CLASS_NAMES[class_index],
         "seed": seed,
+        "threshold": threshold,
         "patches": [
             {
                 "name": name,
                 "probability": float(probability),
-                "predicted": int(probability >= 0.5),
+                "predicted": int(probability >= threshold),
                 "label": None if patches.labels is None else int(patches.labels[position]),
             }
             for position, (name, probability) in enumerate(
@@ -324,6 +329,7 @@ def _write(
             names=patches.names,
             masks=patches.masks,
             title=title,
+            threshold=report["threshold"],
         )
         overlays = staging / "overlays"
         overlays.mkdir()

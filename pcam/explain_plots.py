@@ -70,11 +70,13 @@ def save_grid(
     alpha: float = 0.5,
     cmap: str = "jet",
     per_row: int | None = None,
+    threshold: float = 0.5,
 ) -> Path:
     """Write a grid of patch / heatmap / overlay panels, a title over each patch's three.
 
     Each title gives the patch's name, its predicted tumour probability and, when ``labels``
-    is given, its true label (green when the prediction at 0.5 is right, red when wrong).
+    is given, its true label (green when the prediction at ``threshold`` is right, red when
+    wrong).
     ``masks`` outline the true tumour on the patch panel. ``per_row`` patches share a row
     (default: 1 for up to 4 patches, else 2, else 3 from 33 patches on).
     """
@@ -113,7 +115,7 @@ def save_grid(
         heat = axes[1].imshow(heatmap, cmap=cmap, vmin=0.0, vmax=1.0)
         axes[2].imshow(overlay(patch, heatmap, alpha=alpha, cmap=cmap))
         label = None if truth is None else int(truth[position])
-        text, colour = _patch_title(shown[position], float(scores[position]), label)
+        text, colour = _patch_title(shown[position], float(scores[position]), label, threshold)
         axes[1].set_title(text, fontsize=8, color=colour)
     if heat is not None:
         figure.colorbar(heat, ax=grid, orientation="horizontal", fraction=0.02, aspect=60)
@@ -123,13 +125,15 @@ def save_grid(
     return path
 
 
-def _patch_title(name: str, probability: float, label: int | None) -> tuple[str, str]:
+def _patch_title(
+    name: str, probability: float, label: int | None, threshold: float = 0.5
+) -> tuple[str, str]:
     """Two lines over a patch and their colour (black: no label; green/red: right/wrong)."""
     short = name if len(name) <= 28 else name[:12] + "..." + name[-13:]
     text = f"{short}\np(tumour) {probability:.2f}"
     if label is None:
         return text, "black"
-    predicted = int(probability >= 0.5)
+    predicted = int(probability >= threshold)
     return f"{text}, true {CLASS_NAMES[label]}", "tab:green" if predicted == label else "tab:red"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,41 @@ def test_explain_image_files_and_folders(
     assert report["metrics"]["patches"] == 4  # labels unknown: every patch
     assert "pointing_game" not in report["metrics"]["cam"]
     assert len(list((out / "overlays").glob("*.png"))) == 4
+
+
+def test_predicted_follows_the_threshold_given(
+    model_path: Path, patch_files: Path, tmp_path: Path
+) -> None:
+    """``predicted`` in explain.json (and the grid's colours) use ``--threshold``, not 0.5."""
+    argv: list[str | Path] = ["explain", "--model", model_path, patch_files / "folder"]
+    assert _call([*argv, patch_files / "a.png", "--out", tmp_path / "default"]) == 0
+    default = json.loads((tmp_path / "default" / "explain.json").read_text())
+    assert default["threshold"] == 0.5
+    probabilities = [p["probability"] for p in default["patches"]]
+    assert [p["predicted"] for p in default["patches"]] == [int(p >= 0.5) for p in probabilities]
+    ordered = sorted(probabilities)
+    middles = [(low + high) / 2 for low, high in itertools.pairwise(ordered)]
+    threshold = next(
+        t for t in middles if [p >= t for p in probabilities] != [p >= 0.5 for p in probabilities]
+    )
+    out = tmp_path / "moved"
+    assert _call([*argv, patch_files / "a.png", "--out", out, "--threshold", threshold]) == 0
+    report = json.loads((out / "explain.json").read_text())
+    assert report["threshold"] == pytest.approx(threshold)
+    assert [p["probability"] for p in report["patches"]] == probabilities
+    assert [p["predicted"] for p in report["patches"]] == [
+        int(p >= threshold) for p in probabilities
+    ]
+
+
+def test_the_grid_colours_a_title_by_the_prediction_at_the_threshold() -> None:
+    from pcam.explain_plots import _patch_title
+
+    assert _patch_title("p", 0.7, 0) == ("p\np(tumour) 0.70, true normal", "tab:red")
+    assert _patch_title("p", 0.7, 0, threshold=0.8)[1] == "tab:green"
+    assert _patch_title("p", 0.8, 1, threshold=0.8)[1] == "tab:green"  # at the threshold: tumour
+    assert _patch_title("p", 0.7, 1, threshold=0.8)[1] == "tab:red"
+    assert _patch_title("p", 0.7, None, threshold=0.8)[1] == "black"
 
 
 def test_patch_files_read_back_their_pixels(patch_files: Path) -> None:
