@@ -151,6 +151,33 @@ def _texts(elements: Any) -> list[str]:
     return [str(element.value) for element in elements]
 
 
+def _patch_rows(app: AppTest) -> list[tuple[str, str, Any]]:
+    """``(patch image url, text, confidence bar)`` of each patch row, in page order.
+
+    Every row has one column with the patch (caption ``patch``) and one with its text and bar,
+    so the k-th of each belong to the k-th row.
+    """
+    images, texts = [], []
+    for column in app.columns:
+        for element in column.image:
+            for url, caption in zip(element.value, element.captions, strict=True):
+                if caption == "patch":
+                    images.append(url)
+        if column.progress:
+            [text] = _texts(column.markdown)
+            [bar] = column.progress
+            texts.append((text, bar))
+    assert len(images) == len(texts)
+    return [(url, text, bar) for url, (text, bar) in zip(images, texts, strict=True)]
+
+
+def _notice(app: AppTest) -> str:
+    """The research-use notice, which the page shows exactly once."""
+    notices = [text for text in _texts(app.info) if "Research use only" in text]
+    assert len(notices) == 1, _texts(app.info)
+    return notices[0]
+
+
 def _one_line(message: str) -> bool:
     return "\n" not in message and "Traceback" not in message
 
@@ -305,7 +332,7 @@ def test_uploads_give_rows_labels_and_the_csv(
     app = _start(monkeypatch, "--model", str(model_path))
     assert not app.error
     assert not app.warning
-    assert "Upload patches" in _texts(app.info)[0]
+    assert any("Upload patches" in text for text in _texts(app.info))
     names = [f"patch-{i}.png" for i in range(4)]
     _upload(app, [(name, _png(image)) for name, image in zip(names, patches[:4], strict=True)])
     assert not app.error
@@ -389,6 +416,158 @@ def test_opacity_slider_and_layer_choice_change_the_overlay(
     other, caption = shown()
     assert caption.startswith("Grad-CAM of " + ("normal" if class_index == 1 else "tumour"))
     assert np.abs(other.astype(int) - finer.astype(int)).mean() > 1
+
+
+def test_the_research_use_notice_is_always_shown(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_path: Path
+) -> None:
+    def check(app: AppTest) -> None:
+        notice = _notice(app)
+        assert "Research use only" in notice
+        assert "not for diagnosis" in notice
+        assert str(app.info[0].value) == notice  # the first message, above everything else
+
+    monkeypatch.chdir(tmp_path)
+    check(_start(monkeypatch))  # no model at all
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"not a Keras file")
+    check(_start(monkeypatch, "--model", str(junk)))  # a model that cannot be used
+    app = _start(monkeypatch, "--model", str(model_path))
+    check(app)  # nothing uploaded yet
+    _upload(app, [("a.png", _png(np.zeros((96, 96, 3), np.uint8)))])
+    check(app)  # with results
+
+
+def test_the_gradcam_switch_computes_no_map_when_off(
+    monkeypatch: pytest.MonkeyPatch,
+    model_path: Path,
+    reference: Any,
+    patches: npt.NDArray[np.uint8],
+) -> None:
+    calls: dict[str, int] = {"make_explainer": 0, "gradcam_maps": 0}
+    real_explainer, real_maps = logic.make_explainer, logic.gradcam_maps
+
+    def make_explainer(*args: Any, **kwargs: Any) -> Any:
+        calls["make_explainer"] += 1
+        return real_explainer(*args, **kwargs)
+
+    def gradcam_maps(*args: Any, **kwargs: Any) -> logic.Maps:
+        calls["gradcam_maps"] += 1
+        return real_maps(*args, **kwargs)
+
+    monkeypatch.setattr(logic, "make_explainer", make_explainer)
+    monkeypatch.setattr(logic, "gradcam_maps", gradcam_maps)
+    page.maps.clear()  # nothing remembered from other tests: a map would be computed here
+    page.explainer.clear()
+    app = _start(monkeypatch, "--model", str(model_path))
+    switch = app.toggle(key="gradcam")
+    assert switch.label == "Grad-CAM maps"
+    assert switch.value is True  # on by default
+
+    switch.set_value(False).run()
+    _upload(app, [("a.png", _png(patches[0])), ("b.png", _png(patches[1]))])
+    assert calls == {"make_explainer": 0, "gradcam_maps": 0}  # no map, no explainer
+    assert _overlays(app) == []
+    table = _table(app)
+    assert table["file"] == ["a.png", "b.png"]
+    np.testing.assert_allclose(
+        table["probability"], _probabilities(reference, patches[:2]), atol=1e-5
+    )
+    assert [text.split("  \n")[0] for _, text, _ in _patch_rows(app)] == ["**a.png**", "**b.png**"]
+    assert app.selectbox(key="layer").disabled  # the map settings wait for the switch
+    assert app.slider(key="opacity").disabled
+    app.slider(key="threshold").set_value(0.3).run()  # a rerun computes no map either
+    assert calls == {"make_explainer": 0, "gradcam_maps": 0}
+
+    app.toggle(key="gradcam").set_value(True).run()
+    assert calls == {"make_explainer": 1, "gradcam_maps": 1}  # as before the switch: computed
+    assert [caption for _, caption in _overlays(app)] == [
+        "Grad-CAM of the predicted label at block3_pool"
+    ] * 2
+    assert not app.selectbox(key="layer").disabled
+
+    app.toggle(key="gradcam").set_value(False).run()
+    assert _overlays(app) == []
+    assert calls == {"make_explainer": 1, "gradcam_maps": 1}
+    assert not app.exception
+
+
+def test_each_patch_has_a_confidence_bar_of_its_own_probability(
+    monkeypatch: pytest.MonkeyPatch,
+    model_path: Path,
+    reference: Any,
+    patches: npt.NDArray[np.uint8],
+) -> None:
+    expected = _probabilities(reference, patches[:4])
+    low, high = int(np.argmin(expected)), int(np.argmax(expected))
+    assert expected[high] - expected[low] > 0.5  # clearly different: a swap would show
+    files = [("low.png", _png(patches[low])), ("high.png", _png(patches[high]))]
+    app = _upload(_start(monkeypatch, "--model", str(model_path)), files)
+    rows = _patch_rows(app)
+    assert len(rows) == 2
+    for (_, text, bar), name, p in zip(
+        rows, ("low.png", "high.png"), expected[[low, high]], strict=True
+    ):
+        assert text.startswith(f"**{name}**")
+        assert bar.value == logic.bar_percent(float(p))
+        assert abs(bar.value - 100 * float(p)) <= 0.5  # the bar's length is the probability
+        assert bar.text == f"tumour probability {logic.format_probability(float(p))}"
+    assert rows[0][2].value < rows[1][2].value
+    app.slider(key="threshold").set_value(0.9).run()  # the bar shows the probability, not the label
+    assert [bar.value for _, _, bar in _patch_rows(app)] == [r[2].value for r in rows]
+
+
+def test_bar_percent_rounds_clips_and_empties_nan() -> None:
+    assert logic.bar_percent(0.0) == 0
+    assert logic.bar_percent(0.004) == 0
+    assert logic.bar_percent(0.006) == 1
+    assert logic.bar_percent(0.5) == 50
+    assert logic.bar_percent(0.996) == 100
+    assert logic.bar_percent(1.0) == 100
+    assert logic.bar_percent(1.2) == 100
+    assert logic.bar_percent(-0.1) == 0
+    assert logic.bar_percent(float("nan")) == 0
+
+
+@pytest.mark.parametrize("failure", ["unreadable", "no patch"])
+def test_a_failed_upload_in_the_middle_shifts_no_name(
+    monkeypatch: pytest.MonkeyPatch,
+    model_path: Path,
+    reference: Any,
+    media: dict[str, bytes],
+    failure: str,
+) -> None:
+    """``unreadable``: the decoder says why; ``no patch``: it returns neither patch nor error."""
+    blank = np.zeros((96, 96, 3), dtype=np.uint8)
+    saturated = np.full((96, 96, 3), 255, dtype=np.uint8)
+    expected = _probabilities(reference, np.stack([blank, saturated]))
+    assert abs(float(expected[0]) - float(expected[1])) > 0.5  # a swap would show
+    real = logic.decode_upload
+
+    def decode_upload(name: str, data: bytes, fit: Any = None) -> logic.Upload:
+        if name == "middle.png" and failure == "no patch":
+            return logic.Upload(name)
+        return real(name, data, fit)
+
+    monkeypatch.setattr(logic, "decode_upload", decode_upload)
+    files = [
+        ("blank.png", _png(blank)),
+        ("middle.png", b"not an image"),
+        ("saturated.png", _png(saturated)),
+    ]
+    app = _upload(_start(monkeypatch, "--model", str(model_path)), files)
+    [error] = _texts(app.error)
+    assert error.startswith("middle.png:")
+    assert _one_line(error)
+    table = _table(app)
+    assert table["file"] == ["blank.png", "saturated.png"]
+    np.testing.assert_allclose(table["probability"], expected, atol=1e-5)
+    rows = _patch_rows(app)
+    assert [text.split("  \n")[0] for _, text, _ in rows] == ["**blank.png**", "**saturated.png**"]
+    for (url, text, bar), image, p in zip(rows, (blank, saturated), expected, strict=True):
+        np.testing.assert_array_equal(_pixels(_served(media, url)), image)  # its own patch
+        assert f"probability of tumour {logic.format_probability(float(p))}" in text
+        assert bar.value == logic.bar_percent(float(p))
 
 
 def test_wrong_size_upload_is_fitted_by_the_users_choice(

@@ -7,6 +7,8 @@ a screenshot. It then checks what was rendered: both file names; for each, the l
 probability the model gives on that patch (``model.predict`` here, formatted as the app formats
 it); both Grad-CAM overlays loaded as 96x96 images; and the screenshot is a PNG of the viewport's
 size whose overlay regions are coloured, not blank, and differ from the patches beside them.
+The research-use notice is visible from the start; turning off the *Grad-CAM maps* switch in
+the sidebar then removes both overlays and leaves the patches and their results.
 
 It skips where Chromium (``chromium`` on the PATH) or the playwright package is missing; ``.ci/run``
 installs Chromium. ``PCAM_APP_SCREENSHOT=PATH`` also saves the screenshot there (that is how
@@ -42,7 +44,7 @@ from pcam.testing import generate
 
 pytestmark = pytest.mark.slow
 
-WIDTH, HEIGHT = 1280, 1300  # the browser's viewport, and the screenshot's size
+WIDTH, HEIGHT = 1280, 1400  # the browser's viewport, and the screenshot's size
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -186,6 +188,10 @@ def test_the_app_in_headless_chromium(
                 viewport={"width": WIDTH, "height": HEIGHT}, device_scale_factor=1
             )
             page.goto(server, timeout=RENDER_TIMEOUT * 1000)
+            notice = page.get_by_text("Research use only, not for diagnosis.")
+            notice.wait_for(state="visible", timeout=RENDER_TIMEOUT * 1000)
+            switch = page.get_by_role("switch", name="Grad-CAM maps")  # the sidebar toggle
+            assert switch.is_checked()  # on by default
             upload = page.locator('input[type="file"]')
             upload.wait_for(state="attached", timeout=RENDER_TIMEOUT * 1000)
             upload.set_input_files([str(path) for path, _ in patch_files])
@@ -209,6 +215,19 @@ def test_the_app_in_headless_chromium(
             sizes = [image.evaluate("i => [i.naturalWidth, i.naturalHeight]") for image in overlays]
             boxes = [_box(image) for image in overlays]
             patch_boxes = [_box(image) for image in patches]
+
+            # the switch off: no overlay any more, the patches and their results stay
+            # the input is visually hidden under its label: click the label, as a user does
+            page.locator("label", has=switch).get_by_text("Grad-CAM maps", exact=True).click()
+            page.get_by_text("Grad-CAM maps are off").wait_for(timeout=RENDER_TIMEOUT * 1000)
+            page.wait_for_function(
+                "() => !document.querySelector('img[alt^=\"Grad-CAM overlay\"]')",
+                timeout=RENDER_TIMEOUT * 1000,
+            )
+            assert not switch.is_checked()
+            overlays_off = page.locator('img[alt^="Grad-CAM overlay"]').count()
+            patches_off = [image.count() for image in patches]
+            text_off = page.inner_text("body")
         finally:
             browser.close()
 
@@ -224,6 +243,17 @@ def test_the_app_in_headless_chromium(
         if abs(probability - logic.DEFAULT_THRESHOLD) > 1e-4:
             assert label == logic.label_of(probability)
     assert "batch average" in text
+    assert "Research use only, not for diagnosis." in text
+
+    # the switch off
+    assert overlays_off == 0
+    assert patches_off == [1, 1]
+    for name, probability in zip(names, probabilities, strict=True):
+        found = re.search(
+            rf"{re.escape(name)}\s+\w+, probability of tumour (\d\.\d{{3}})", text_off
+        )
+        assert found is not None, f"no result line for {name} with the maps off: {text_off!r}"
+        assert abs(float(found.group(1)) - probability) <= 0.0006
 
     # the overlays: real 96x96 images, drawn in colour over the patches
     assert sizes == [[96, 96], [96, 96]]

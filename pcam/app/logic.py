@@ -148,6 +148,13 @@ class Classifier:
     """Held around every model call: app sessions share one model and run in threads."""
 
     @property
+    def head(self) -> Any:
+        """The model's :class:`pcam.heads.Head`: how its outputs become tumour probabilities."""
+        from pcam.heads import head_of
+
+        return head_of(self.model)
+
+    @property
     def default_layer(self) -> str | None:
         """:data:`PREFERRED_LAYER` when the model has it, else the last spatial layer."""
         names = [name for name, _ in self.layers]
@@ -162,7 +169,7 @@ def load_classifier(path: str | os.PathLike[str]) -> Classifier:
     from pcam.model import load_model
 
     model_path = Path(path)
-    model = load_model(model_path)  # one-line errors, [B, 96, 96, 3] -> [B, 1] checked
+    model = load_model(model_path)  # one-line errors; input, output and head checked
     try:
         # trace the predict function for a batch of one and of several, as predict() calls it
         for size in (1, 2):
@@ -348,7 +355,7 @@ def predict(classifier: Classifier, patches: npt.ArrayLike) -> Predictions:
         started = time.perf_counter()
         for start in range(0, len(batch), BATCH_SIZE):
             output = classifier.model.predict_on_batch(batch[start : start + BATCH_SIZE])
-            parts.append(np.asarray(output, dtype=np.float32).reshape(-1))
+            parts.append(classifier.head.tumour_probabilities(output).astype(np.float32))
         seconds = time.perf_counter() - started
     probabilities = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     return Predictions(probabilities, seconds, calls=len(parts))
@@ -454,6 +461,16 @@ def label_of(probability: float, threshold: float = DEFAULT_THRESHOLD) -> str:
 def format_probability(probability: float) -> str:
     """A probability as the app shows it (three decimals)."""
     return f"{probability:.3f}"
+
+
+def bar_percent(probability: float) -> int:
+    """The length of a patch's confidence bar, in percent: its probability, rounded, 0 to 100.
+
+    A probability that is not a number (a model that gives NaN) gives an empty bar.
+    """
+    if not np.isfinite(probability):
+        return 0
+    return min(100, max(0, round(100.0 * probability)))
 
 
 def make_rows(

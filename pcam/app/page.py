@@ -7,6 +7,11 @@ loaded again) and the layer; the predictions and maps of a batch as data, keyed 
 its pixels; each upload's decoded patch by :func:`pcam.app.logic.decode_upload`, keyed by a
 digest of its bytes. Moving the opacity slider or the threshold only blends and relabels.
 Upload names are escaped (:func:`pcam.app.logic.markdown_text`) wherever Markdown shows them.
+
+The page always says it is for research use only (:data:`NOTICE`). The *Grad-CAM maps* switch
+(on by default) turns the maps off: the page then builds no explainer and computes no map, and
+shows each patch with its label, probability and confidence bar only. Decoded uploads travel as
+:class:`Decoded` (name, patch and note together), so a failed decode cannot shift the names.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +32,20 @@ MAX_DETAILS: Final = 50
 """Patches shown one by one (image, overlay, label); the table always has them all."""
 
 _DISPLAY_WIDTH: Final = 192
+
+NOTICE: Final = (
+    "**Research use only, not for diagnosis.** This tool is not a medical device: its labels, "
+    "probabilities and maps must not be used to diagnose, treat or screen anyone."
+)
+"""Shown at the top of every page, whatever else the page shows."""
+
+
+class Decoded(NamedTuple):
+    """An upload ready to classify: its name, its 96x96 patch and how it was fitted (if it was)."""
+
+    name: str
+    patch: npt.NDArray[np.uint8]
+    note: str | None
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
@@ -76,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     st.set_page_config(page_title="PCam patch classifier", layout="wide")
     st.title("PCam patch classifier")
+    st.info(NOTICE)
     try:
         source = logic.find_model(args.model)
     except PCamError as error:
@@ -136,6 +156,13 @@ def _sidebar(model: logic.Classifier) -> dict[str, Any]:
         key="threshold",
         help="A patch is labelled tumour when its probability is at or above this.",
     )
+    gradcam = sidebar.toggle(
+        "Grad-CAM maps",
+        value=True,
+        key="gradcam",
+        help="Off: no Grad-CAM map is computed (quicker for a large upload); each patch is "
+        "shown with its label, probability and confidence bar only.",
+    )
     layer = None
     if model.layers:
         names = [name for name, _ in model.layers]
@@ -146,6 +173,7 @@ def _sidebar(model: logic.Classifier) -> dict[str, Any]:
             index=names.index(model.default_layer) if model.default_layer in names else 0,
             format_func=lambda name: f"{name} ({sizes[name][0]}x{sizes[name][1]})",
             key="layer",
+            disabled=not gradcam,
             help="Later layers see more context but give coarser maps. On the small CNN, "
             "block3_pool (6x6) localises; at its last 3x3 map every cell sees the whole patch.",
         )
@@ -154,9 +182,16 @@ def _sidebar(model: logic.Classifier) -> dict[str, Any]:
         list(logic.TARGETS),
         format_func=logic.TARGETS.__getitem__,
         key="target",
+        disabled=not gradcam,
     )
     opacity = sidebar.slider(
-        "Overlay opacity", min_value=0.0, max_value=1.0, value=0.5, step=0.05, key="opacity"
+        "Overlay opacity",
+        min_value=0.0,
+        max_value=1.0,
+        value=0.5,
+        step=0.05,
+        key="opacity",
+        disabled=not gradcam,
     )
     samples = sidebar.toggle(
         "Try sample patches",
@@ -165,6 +200,7 @@ def _sidebar(model: logic.Classifier) -> dict[str, Any]:
     )
     return {
         "threshold": float(threshold),
+        "gradcam": bool(gradcam),
         "layer": layer,
         "target": target,
         "opacity": float(opacity),
@@ -172,11 +208,13 @@ def _sidebar(model: logic.Classifier) -> dict[str, Any]:
     }
 
 
-def _decode_all(items: Sequence[tuple[str, str, bytes]]) -> list[logic.Upload]:
+def _decode_all(items: Sequence[tuple[str, str, bytes]]) -> list[Decoded]:
     """Decode every upload; show errors and fit choices; return those ready to classify.
 
-    Decoding is remembered by :func:`pcam.app.logic.decode_upload`, so a rerun decodes nothing
-    again. Names are escaped (:func:`pcam.app.logic.markdown_text`) wherever Markdown shows them.
+    Each result carries its own name and patch, so an upload that fails (an error, or no patch
+    for any other reason) is left out whole and cannot shift the names of the others. Decoding
+    is remembered by :func:`pcam.app.logic.decode_upload`, so a rerun decodes nothing again.
+    Names are escaped (:func:`pcam.app.logic.markdown_text`) wherever Markdown shows them.
     """
     ready = []
     for file_id, name, data in items:
@@ -203,26 +241,27 @@ def _decode_all(items: Sequence[tuple[str, str, bytes]]) -> list[logic.Upload]:
                 st.caption(f"{shown} is left out until you choose.")
                 continue
             upload = logic.decode_upload(name, data, fit)
-        if upload.error is not None:
-            st.error(logic.markdown_text(upload.error))  # one line, the name in it escaped
+        if upload.error is not None or upload.patch is None:
+            error = upload.error or f"{name}: could not be decoded (no patch and no reason given)"
+            st.error(logic.markdown_text(error))  # one line, the name in it escaped
             continue
-        ready.append(upload)
+        ready.append(Decoded(upload.name, upload.patch, upload.note))
     return ready
 
 
 def _results(
     source: logic.ModelSource,
     model: logic.Classifier,
-    ready: Sequence[logic.Upload],
+    ready: Sequence[Decoded],
     settings: dict[str, Any],
 ) -> None:
-    patches = np.stack([upload.patch for upload in ready if upload.patch is not None])
-    names = [upload.name for upload in ready]
+    patches = np.stack([item.patch for item in ready])
     key = logic.patches_key(patches)
     path, stamp = str(source.path), source.stamp
     found = predictions(path, stamp, key, patches)
     threshold = settings["threshold"]
-    rows = logic.make_rows(names, found, [upload.note for upload in ready], threshold)
+    names, notes = [item.name for item in ready], [item.note for item in ready]
+    rows = logic.make_rows(names, found, notes, threshold)
 
     st.subheader(f"Batch: {len(rows)} patch{'es' if len(rows) != 1 else ''}")
     st.dataframe(
@@ -251,7 +290,9 @@ def _results(
 
     layer = settings["layer"]
     shown_overlays: list[npt.NDArray[np.uint8]] | None = None
-    if layer is not None:
+    if not settings["gradcam"]:  # no explainer, no map: nothing of Grad-CAM is computed
+        st.caption("Grad-CAM maps are off (sidebar): probabilities and labels only.")
+    elif layer is not None:
         try:
             both = maps(path, stamp, layer, key, patches)
         except PCamError as error:
@@ -265,7 +306,10 @@ def _results(
     st.subheader("Patches")
     target = logic.TARGETS[settings["target"]]
     for index, row in enumerate(rows[:MAX_DETAILS]):
-        image_column, overlay_column, text_column = st.columns([1, 1, 2])
+        if shown_overlays is not None:
+            image_column, overlay_column, text_column = st.columns([1, 1, 2])
+        else:
+            image_column, text_column = st.columns([1, 3])
         image_column.image(
             patches[index],
             caption="patch",
@@ -287,6 +331,10 @@ def _results(
             f"{logic.format_probability(row.probability)}  \n"
             f"inference {row.inference_ms:.2f} ms (batch average)"
             + (f"  \n{row.note}" if row.note else "")
+        )
+        text_column.progress(  # the confidence bar: as long as the probability of tumour
+            logic.bar_percent(row.probability),
+            text=f"tumour probability {logic.format_probability(row.probability)}",
         )
     if len(rows) > MAX_DETAILS:
         st.caption(f"The first {MAX_DETAILS} patches are shown; the table has all {len(rows)}.")
