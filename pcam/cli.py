@@ -168,10 +168,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--weights",
+        type=_weights,
         default=None,
-        help="backbone weights: imagenet or a local weights file (default: none)",
+        help="backbone weights: imagenet, a local weights file, or none (default: none)",
     )
-    train.add_argument("--freeze-backbone", action="store_true", help="train the head only")
+    train.add_argument(
+        "--freeze-backbone", action="store_true", help="train the head only (phase 1)"
+    )
+    train.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="MODEL",
+        help="start from the weights of a saved pcam model of the same architecture, e.g. a "
+        "phase-1 RUN/model.keras (phase 2 of fine-tuning)",
+    )
+    train.add_argument(
+        "--unfreeze-from",
+        default=None,
+        metavar="LAYER",
+        help="train the backbone only from LAYER on, batch norm kept frozen (e.g. "
+        "conv5_block1_1_conv: ResNet50's last stage; default: the whole backbone)",
+    )
     train.add_argument(
         "--lr", type=_fraction, default=1e-3, help="peak learning rate (default: 1e-3)"
     )
@@ -463,12 +481,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="accuracy floor on the evaluation split (default: 0.90)",
     )
     full.add_argument("--min-auc", type=_unit, default=0.965, help="ROC AUC floor (default: 0.965)")
+    full.add_argument(
+        "--two-phase",
+        action="store_true",
+        help="fine-tune in two phases: the head alone on a frozen backbone (run-head/), then "
+        "the top of the backbone and the head from that model (run/)",
+    )
+    full.add_argument(
+        "--head-epochs", type=_count, default=2, help="epochs of phase 1 (default: 2)"
+    )
+    full.add_argument(
+        "--head-lr",
+        type=_fraction,
+        default=1e-3,
+        help="peak learning rate of phase 1 (default: 1e-3)",
+    )
+    full.add_argument(
+        "--unfreeze-from",
+        default=None,
+        metavar="LAYER",
+        help="first backbone layer phase 2 trains, batch norm kept frozen (default: "
+        "conv5_block1_1_conv for resnet50, block4_conv for small)",
+    )
     full.add_argument("--require-gpu", action="store_true", help="refuse to start without a GPU")
     full.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     full.add_argument(
         "--overwrite", action="store_true", help="start afresh where a finished check is"
     )
-    full.set_defaults(run=_run_fullcheck)
+    full.set_defaults(run=_run_fullcheck, usage_error=full.error)
 
     fetch = commands.add_parser(
         "download",
@@ -771,6 +811,8 @@ def _run_train(args: argparse.Namespace) -> int:
         model=args.model,
         weights=args.weights,
         freeze_backbone=args.freeze_backbone,
+        init=None if args.init is None else str(args.init),
+        unfreeze_from=args.unfreeze_from,
         lr=args.lr,
         lr_schedule=args.lr_schedule,
         max_train_samples=args.max_train_samples,
@@ -1095,7 +1137,13 @@ def _run_fullcheck(args: argparse.Namespace) -> int:
         require_gpu=args.require_gpu,
         seed=args.seed,
         overwrite=args.overwrite,
+        two_phase=args.two_phase,
+        head_epochs=args.head_epochs,
+        head_lr=args.head_lr,
+        unfreeze_from=args.unfreeze_from,
     )
+    if args.unfreeze_from is not None and not args.two_phase:
+        args.usage_error("--unfreeze-from goes with --two-phase")
     with ExitStack() as bars:
 
         def progress(label: str, total: int) -> Callable[[int], None]:

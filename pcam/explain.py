@@ -7,8 +7,9 @@ maps (Grad-CAM and friends, see :mod:`pcam.gradcam`) upsampled to the patch, and
 - ``grid.png``: patch, heatmap and overlay of every patch, titled with the predicted tumour
   probability and the true label when known;
 - ``overlays/<name>.png``: each overlay at the patch's own 96x96 size;
-- ``explain.json``: per patch the probability and label, the layer and method, and the metrics
-  of :func:`pcam.cam_quality.cam_report` with their random baseline.
+- ``explain.json``: per patch the probability, the label predicted at ``threshold`` and the
+  true label, the layer, method and threshold, and the metrics of
+  :func:`pcam.cam_quality.cam_report` with their random baseline.
 
 The maps explain the tumour class by default (``class_index=1``): the question a pathologist
 asks of a heatmap is where the tumour evidence lies, and the tumour masks are the ground truth

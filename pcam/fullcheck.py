@@ -19,7 +19,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,9 @@ FULL_CHECK = "full check"
 """The kind of output folder ``pcam fullcheck`` writes (see :mod:`pcam.outputs`)."""
 
 SUMMARY_FILE = "fullcheck.json"
+
+UNFREEZE_FROM = {"resnet50": "conv5_block1_1_conv", "small": "block4_conv"}
+"""The first layer phase 2 of a two-phase check trains, by architecture: the last stage."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,16 @@ class FullCheckConfig:
     """Seed of the initialisation, the shuffle and the augmentation."""
     overwrite: bool = False
     """Start afresh where a finished check is."""
+    two_phase: bool = False
+    """Fine-tune in two phases: first the head alone on a frozen backbone (``run-head/``,
+    ``head_epochs`` at ``head_lr``), then, from that model, the head and the backbone from
+    ``unfreeze_from`` on with batch norm frozen (``run/``, ``epochs`` at ``lr``)."""
+    head_epochs: int = 2
+    """Epochs of phase 1 of a two-phase check."""
+    head_lr: float = 1e-3
+    """Peak learning rate of phase 1 of a two-phase check."""
+    unfreeze_from: str | None = None
+    """The first backbone layer phase 2 trains (``None``: :data:`UNFREEZE_FROM` of the model)."""
 
     def check(self) -> None:
         """Raise :class:`InvalidArgumentError` for a setting out of range."""
@@ -97,6 +110,10 @@ class FullCheckConfig:
                 raise InvalidArgumentError(name, "a number in [0, 1]", value)
         if self.explain_patches < 1:
             raise InvalidArgumentError("explain_patches", "an integer >= 1", self.explain_patches)
+        if self.head_epochs < 1:
+            raise InvalidArgumentError("head_epochs", "an integer >= 1", self.head_epochs)
+        if not 0 < self.head_lr < 1:
+            raise InvalidArgumentError("head_lr", "a learning rate in (0, 1)", self.head_lr)
 
 
 @dataclass
@@ -232,34 +249,70 @@ def full_check(
 def _train_or_resume(
     config: FullCheckConfig, run: Path, *, say: Callable[[str], None], verbose: int | str
 ) -> dict[str, list[float]]:
-    """Train into ``run`` (resuming an interrupted run); skip a run that finished earlier."""
-    from pcam.train import TrainConfig, run_is_finished, train
+    """Train into ``run`` (resuming an interrupted run); skip a run that finished earlier.
 
+    A two-phase check trains ``run-head/`` beside ``run`` first, and ``run`` from its model.
+    """
+    from pcam.train import TrainConfig
+
+    recipe = TrainConfig(
+        data=config.data,
+        out=str(run),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        model=config.model,
+        weights=config.weights,
+        lr=config.lr,
+        lr_schedule="cosine",
+        max_train_samples=config.max_train_samples,
+        seed=config.seed,
+        patience=config.patience,
+        overwrite=config.overwrite,
+    )
+    if not config.two_phase:
+        return _train_phase(recipe, config, say=say, verbose=verbose, phase="")
+    head_run = run.parent / "run-head"
+    head = replace(
+        recipe,
+        out=str(head_run),
+        epochs=config.head_epochs,
+        lr=config.head_lr,
+        freeze_backbone=True,
+    )
+    first = _train_phase(head, config, say=say, verbose=verbose, phase="phase 1 (head only): ")
+    unfreeze_from = config.unfreeze_from or UNFREEZE_FROM[config.model]
+    tuned = replace(
+        recipe, weights=None, init=str(head_run / "model.keras"), unfreeze_from=unfreeze_from
+    )
+    second = _train_phase(
+        tuned, config, say=say, verbose=verbose, phase=f"phase 2 (from {unfreeze_from} on): "
+    )
+    return {key: first.get(key, []) + second.get(key, []) for key in {*first, *second}}
+
+
+def _train_phase(
+    recipe: Any,
+    config: FullCheckConfig,
+    *,
+    say: Callable[[str], None],
+    verbose: int | str,
+    phase: str,
+) -> dict[str, list[float]]:
+    """Train one run of the check (or skip it when it finished earlier)."""
+    from pcam.train import run_is_finished, train
+
+    run = Path(recipe.out)
     if run_is_finished(run) and not config.overwrite:
-        say(f"training finished earlier in {run}: evaluating its model")
+        say(f"{phase}training finished earlier in {run}: using its model")
         return {}
     budget = f"{config.max_train_samples:,} patches" if config.max_train_samples else "all patches"
+    start = f"weights of {recipe.init}" if recipe.init else f"weights: {recipe.weights or 'random'}"
     say(
-        f"training {config.model} (weights: {config.weights or 'random'}) for up to "
-        f"{config.epochs} epochs of {budget}, batch {config.batch_size}, peak lr {config.lr:g}"
+        f"{phase}training {config.model} ({start}) for up to {recipe.epochs} epochs of "
+        f"{budget}, batch {config.batch_size}, peak lr {recipe.lr:g}"
     )
-    return train(
-        TrainConfig(
-            data=config.data,
-            out=str(run),
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            model=config.model,
-            weights=config.weights,
-            lr=config.lr,
-            lr_schedule="cosine",
-            max_train_samples=config.max_train_samples,
-            seed=config.seed,
-            patience=config.patience,
-            overwrite=config.overwrite,
-        ),
-        verbose=verbose,
-    )
+    history: dict[str, list[float]] = train(recipe, verbose=verbose)
+    return history
 
 
 def _machine() -> dict[str, Any]:

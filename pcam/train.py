@@ -31,7 +31,13 @@ from pcam.backup import (
 )
 from pcam.data.split import open_split
 from pcam.errors import InvalidArgumentError, OutputExistsError
-from pcam.model import ARCHITECTURES, build_model, resolve_weights
+from pcam.model import (
+    ARCHITECTURES,
+    backbone_layers,
+    build_model,
+    resolve_weights,
+    set_backbone_trainable,
+)
 from pcam.multiworker import prepare_multiworker_fit
 from pcam.outputs import (
     MARKER,
@@ -65,6 +71,14 @@ class TrainConfig:
     """Backbone weights: ``None``, ``imagenet`` or a local weights file."""
     freeze_backbone: bool = False
     """Train only the head (first phase of fine-tuning)."""
+    init: str | None = None
+    """A saved pcam model (``.keras``) whose weights the run starts from, all of them, batch-norm
+    statistics included: a phase-1 run's ``model.keras`` for the second phase of fine-tuning. Its
+    architecture must be ``model``'s; ``weights`` must then be ``None``."""
+    unfreeze_from: str | None = None
+    """Train the backbone only from this layer on (the top blocks: ``conv5_block1_1_conv`` in
+    ResNet50); the layers before it and every batch-norm layer stay frozen
+    (:func:`pcam.model.set_backbone_trainable`). The head always trains."""
     lr: float = 1e-3
     """Adam learning rate (the peak, with the cosine schedule)."""
     lr_schedule: str = "cosine"
@@ -108,6 +122,18 @@ class TrainConfig:
             raise InvalidArgumentError("strategy", f"one of {', '.join(STRATEGIES)}", self.strategy)
         if self.patience < 1:
             raise InvalidArgumentError("patience", "an integer >= 1", self.patience)
+        if self.init is not None and self.weights is not None:
+            raise InvalidArgumentError(
+                "weights",
+                "none with init (the run starts from the init model's weights)",
+                self.weights,
+            )
+        if self.unfreeze_from is not None and self.freeze_backbone:
+            raise InvalidArgumentError(
+                "freeze_backbone",
+                "off with unfreeze_from (which trains the top of the backbone)",
+                self.freeze_backbone,
+            )
 
 
 def make_strategy(name: str) -> Any:
@@ -178,6 +204,7 @@ def _train(config: TrainConfig, *, verbose: int | str) -> dict[str, list[float]]
     train_split = open_split(config.data, "train")
     open_split(config.data, "valid")
     weights = resolve_weights(config.model, config.weights)  # a failed download writes nothing
+    start = read_start_weights(config.init, run) if config.init is not None else None
     strategy = make_strategy(config.strategy)  # first: multi-worker collectives need it so
     replicas = int(strategy.num_replicas_in_sync)
     if config.batch_size % replicas:
@@ -190,7 +217,7 @@ def _train(config: TrainConfig, *, verbose: int | str) -> dict[str, list[float]]
     created = not run.exists()
     _prepare_run_directory(run, logs, overwrite=config.overwrite, chief=worker == 0)
     try:
-        return _fit(config, strategy, run, logs, worker, weights, len(train_split), verbose)
+        return _fit(config, strategy, run, logs, worker, weights, start, len(train_split), verbose)
     except BaseException:
         if worker == 0:  # a run that failed before its first epoch ended leaves nothing
             remove_unstarted_run(run, created=created)
@@ -204,10 +231,15 @@ def _fit(
     logs: Path,
     worker: int,
     weights: str | None,
+    start: dict[str, list[Any]] | None,
     train_size: int,
     verbose: int | str,
 ) -> dict[str, list[float]]:
-    """Build the model and the streams in a prepared run directory, and train (or resume)."""
+    """Build the model and the streams in a prepared run directory, and train (or resume).
+
+    ``start`` holds the weights of :attr:`TrainConfig.init` by layer name (or ``None``); a
+    resumed run then goes on from its backup, which replaces them.
+    """
     write_json_atomically(logs / "config.json", asdict(config))
     samples = min(config.max_train_samples or train_size, train_size)
     steps = max(1, math.ceil(samples / config.batch_size))
@@ -227,6 +259,11 @@ def _fit(
             mixed_precision=mixed,
             seed=config.seed,
         )
+        if start is not None:
+            set_start_weights(model, start, config)
+        if config.unfreeze_from is not None:
+            _check_backbone_layer(model, config)
+            set_backbone_trainable(model, True, from_layer=config.unfreeze_from)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate(config, steps)),
             loss="binary_crossentropy",
@@ -258,6 +295,62 @@ def _fit(
         shuffle=False,
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def read_start_weights(init: str | os.PathLike[str], run: Path) -> dict[str, list[Any]]:
+    """The weights of the saved model ``init`` by layer name (one-line errors for a bad file).
+
+    ``init`` must lie outside the run directory, whose ``model.keras`` the run replaces.
+    """
+    from pcam.model import load_model
+
+    path = Path(init)
+    if path.resolve().is_relative_to(run.resolve()):
+        raise InvalidArgumentError(
+            "init",
+            "a model outside the run folder (the run writes its own model.keras there)",
+            str(path),
+        )
+    model = load_model(path)
+    return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+
+
+def set_start_weights(model: keras.Model, start: dict[str, list[Any]], config: TrainConfig) -> None:
+    """Give every layer of ``model`` the weights of the layer of the same name in ``start``.
+
+    Raises a one-line :class:`InvalidArgumentError` unless the two models have the same layers
+    with weights, of the same shapes (the init model is of another architecture, say).
+    """
+    expected = f"a pcam {config.model} model (the architecture of --model)"
+    own = {layer.name: layer for layer in model.layers if layer.weights}
+    if sorted(own) != sorted(start):
+        missing = sorted(set(own) ^ set(start))
+        raise InvalidArgumentError(
+            "init", expected, f"{config.init}, whose layers differ (e.g. {missing[0]!r})"
+        )
+    for name, layer in own.items():
+        shapes = [tuple(w.shape) for w in layer.get_weights()]
+        if shapes != [tuple(w.shape) for w in start[name]]:
+            raise InvalidArgumentError(
+                "init", expected, f"{config.init}, whose layer {name!r} has other shapes"
+            )
+        layer.set_weights(start[name])
+
+
+def _check_backbone_layer(model: keras.Model, config: TrainConfig) -> None:
+    """Raise a one-line error unless ``config.unfreeze_from`` names a layer of the backbone."""
+    import difflib
+
+    names = [layer.name for layer in backbone_layers(model)]
+    if config.unfreeze_from in names:
+        return
+    close = difflib.get_close_matches(str(config.unfreeze_from), names, n=3, cutoff=0.5)
+    examples = ", ".join(repr(name) for name in close or names[-1:])
+    raise InvalidArgumentError(
+        "unfreeze_from",
+        f"the name of a layer of the {config.model} backbone, such as {examples}",
+        config.unfreeze_from,
+    )
 
 
 def learning_rate(config: TrainConfig, steps_per_epoch: int) -> Any:
