@@ -159,7 +159,9 @@ def test_predict_writes_the_tumour_probability_of_every_head(
         rows = sorted(csv.DictReader(stream), key=lambda row: row["source"])
     got = np.array([float(row["probability"]) for row in rows])
     expected = _expected(saved_models[head], head, images)
-    assert expected.min() < 0.1 and expected.max() > 0.9  # spread: a wrong column or a raw logit would show
+    # spread: a wrong column or a raw logit would show
+    assert expected.min() < 0.1
+    assert expected.max() > 0.9
     np.testing.assert_allclose(got, expected, atol=2e-6)
     assert [row["label"] for row in rows] == ["tumour" if p >= 0.5 else "normal" for p in expected]
 

@@ -622,6 +622,35 @@ def test_gpu_uploads_its_outputs_whatever_the_result() -> None:
             assert output in paths, f"{job_id}: {output} is not uploaded"
 
 
+def test_gpu_keeps_each_commits_check_on_the_runner_and_prunes_old_ones() -> None:
+    """A job that dies resumes: the output is per commit, outside the job's temp directory."""
+    for job_id, job in _jobs(_load("gpu.yml")).items():
+        env = job.get("env", {})
+        out, root = str(env.get("PCAM_FULLCHECK_OUT", "")), str(env.get("PCAM_FULLCHECK_ROOT", ""))
+        assert "github.sha" in out, f"{job_id}: the output is not keyed by commit: {out!r}"
+        assert "runner.temp" not in out, f"{job_id}: {out!r}"
+        assert "RUNNER_TEMP" not in out, f"{job_id}: {out!r}"
+        assert out.startswith(root.split("}}")[0]), f"{job_id}: {out!r} is not under {root!r}"
+        runs = [str(step.get("run", "")) for step in _steps(job)]
+        tox_gpu = next(
+            i
+            for i, run in enumerate(runs)
+            if ("env", "gpu") in _tox_calls(run) and "tox exec" not in run
+        )
+        prune = [i for i, run in enumerate(runs) if "tools/prune_fullchecks.py" in run]
+        assert prune, f"{job_id}: no pruning step"
+        assert prune[0] < tox_gpu, f"{job_id}: the pruning comes after the check"
+        assert '--keep "$GITHUB_SHA"' in runs[prune[0]], f"{job_id}: this commit is not kept"
+        assert "--overwrite" in runs[tox_gpu], job_id
+        assert "fullcheck.json" in runs[tox_gpu], job_id
+        assert all("PCAM_FULLCHECK_OUT" not in str(step.get("env", {})) for step in _steps(job))
+        for step in _upload_steps(job):
+            paths = str((step.get("with") or {}).get("path", ""))
+            assert "runner.temp" not in paths, f"{job_id}: uploads from the temp directory"
+            assert paths.count("env.PCAM_FULLCHECK_OUT") >= 4, f"{job_id}: {paths!r}"
+    assert (ROOT / "tools" / "prune_fullchecks.py").is_file()
+
+
 # -- benchmarks.yml ------------------------------------------------------------------------------
 
 
