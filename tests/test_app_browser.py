@@ -225,6 +225,12 @@ def test_the_app_in_headless_chromium(
                 timeout=RENDER_TIMEOUT * 1000,
             )
             assert not switch.is_checked()
+            for image in patches:  # the rerun redraws the rows one by one
+                image.wait_for(timeout=RENDER_TIMEOUT * 1000)
+            page.wait_for_function(
+                "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)",
+                timeout=RENDER_TIMEOUT * 1000,
+            )
             overlays_off = page.locator('img[alt^="Grad-CAM overlay"]').count()
             patches_off = [image.count() for image in patches]
             text_off = page.inner_text("body")
