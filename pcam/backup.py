@@ -32,8 +32,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from pcam.errors import PCamError
-from pcam.outputs import naming, write_json_atomically
+from pcam.errors import PCamError, first_line
+from pcam.outputs import atomic_path, naming, write_json_atomically
 
 METADATA_FILE = "training_metadata.json"
 """The file in which Keras' ``BackupAndRestore`` records the number of finished epochs."""
@@ -54,7 +54,7 @@ class BackupMismatchError(PCamError, ValueError):
     """A readable backup that does not load into the model being trained."""
 
     def __init__(self, backup: Path, error: Exception) -> None:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = first_line(error)
         super().__init__(
             f"{backup}: expected a backup of this run's model, found one that does not load "
             f"({reason}); pass --overwrite to start the run afresh, or use another --out"
@@ -172,13 +172,9 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         """
         backup = Path(self.backup_dir)
         backup.mkdir(parents=True, exist_ok=True)
-        temporary = backup / f".latest.partial-{os.getpid()}.weights.h5"
-        try:
-            with naming(backup / WEIGHTS_FILE):
-                self.model.save_weights(filepath=str(temporary), overwrite=True)
-            temporary.replace(backup / WEIGHTS_FILE)
-        finally:
-            temporary.unlink(missing_ok=True)
+        weights = backup / WEIGHTS_FILE
+        with atomic_path(weights, suffix=".weights.h5") as temporary, naming(weights):
+            self.model.save_weights(filepath=str(temporary), overwrite=True)
         write_json_atomically(self._state_path, self._state(self._current_epoch))
         write_json_atomically(
             backup / METADATA_FILE,

@@ -9,6 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message, or its class name when it has none.
+
+    With ``limit``, a longer line is cut to ``limit`` characters, ending in ``...``.
+    """
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    if limit is not None and len(line) > limit:
+        return line[: max(0, limit - 3)] + "..."
+    return line
+
+
 class PCamError(Exception):
     """Base class of every error this package raises for bad user input."""
 

@@ -15,36 +15,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pcam.data import d4
 from pcam.data.split import open_split
+from pcam.heads import DEFAULT_THRESHOLD
+from pcam.inference import tumour_probabilities
 from pcam.metrics import CLASS_NAMES, classification_report
 from pcam.outputs import refuse_existing_directory, staged_directory
 
 REPORT = "report"
 """The kind of output folder ``pcam evaluate`` writes (see :mod:`pcam.outputs`)."""
-
-
-def predict_batch(
-    model: Any, images: npt.NDArray[np.uint8], *, tta: bool = False
-) -> npt.NDArray[np.float64]:
-    """Tumour probabilities ``[B]`` of one batch of patches ``uint8 [B, 96, 96, 3]``.
-
-    The model's outputs are read through its head (:mod:`pcam.heads`): a logit head's outputs
-    become probabilities, a two-class head gives its tumour column.
-
-    With ``tta`` the batch is predicted under each of the 8 symmetries of the square
-    (:mod:`pcam.data.d4`) and the 8 probabilities of each patch are averaged.
-    """
-    from pcam.heads import head_of
-
-    head = head_of(model)
-    views = [d4.apply_one(images, code) for code in range(d4.NUM_SYMMETRIES)] if tta else [images]
-    scores = [
-        head.tumour_probabilities(model.predict_on_batch(np.ascontiguousarray(view)))
-        for view in views
-    ]
-    mean: npt.NDArray[np.float64] = np.mean(np.asarray(scores, dtype=np.float64), axis=0)
-    return mean
 
 
 def predict_split(
@@ -68,7 +46,7 @@ def predict_split(
     done = 0
     for images, batch_labels in dataset.as_numpy_iterator():
         labels.append(batch_labels.astype(np.int64))
-        probabilities.append(predict_batch(model, images, tta=tta))
+        probabilities.append(tumour_probabilities(model, images, tta=tta))
         done += batch_labels.size
         if progress is not None:
             progress(done)
@@ -80,7 +58,7 @@ def write_report(
     labels: npt.NDArray[np.int64],
     probabilities: npt.NDArray[np.float64],
     *,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     bootstrap_rounds: int = 1000,
     run_log: Path | None = None,
     extra: dict[str, Any] | None = None,
@@ -149,7 +127,7 @@ def evaluate(
     *,
     batch_size: int = 256,
     tta: bool = False,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     bootstrap_rounds: int = 1000,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,

@@ -37,6 +37,7 @@ import numpy.typing as npt
 from pcam import layout
 from pcam.data.split import open_split
 from pcam.errors import InvalidArgumentError, MissingFileError
+from pcam.heads import DEFAULT_THRESHOLD
 from pcam.metrics import CLASS_NAMES
 from pcam.outputs import refuse_existing_directory, staged_directory
 
@@ -145,7 +146,7 @@ def explain(
     method: str = "gradcam",
     class_index: int = 1,
     seed: int = 0,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -182,6 +183,7 @@ def explain(
     else:
         patches = image_patches(paths, n)
 
+    from pcam.inference import tumour_probabilities
     from pcam.model import load_model
 
     model = load_model(model_path)
@@ -191,7 +193,7 @@ def explain(
     grid = max((sizes[name] for name in cam.layer_names), key=lambda size: size[0] * size[1])
 
     def predict(images: npt.NDArray[np.uint8]) -> Any:
-        return cam.head.tumour_probabilities(model.predict_on_batch(images))
+        return tumour_probabilities(model, images)
 
     report: dict[str, Any] = {
         "model": str(model_path),

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from pcam.errors import InvalidArgumentError
+from pcam.heads import DEFAULT_THRESHOLD
 from pcam.metrics import CLASS_NAMES
 
 PANELS = ("patch", "heatmap (each scaled to its own maximum)", "overlay")
@@ -70,7 +71,7 @@ def save_grid(
     alpha: float = 0.5,
     cmap: str = "jet",
     per_row: int | None = None,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> Path:
     """Write a grid of patch / heatmap / overlay panels, a title over each patch's three.
 
@@ -126,7 +127,7 @@ def save_grid(
 
 
 def _patch_title(
-    name: str, probability: float, label: int | None, threshold: float = 0.5
+    name: str, probability: float, label: int | None, threshold: float = DEFAULT_THRESHOLD
 ) -> tuple[str, str]:
     """Two lines over a patch and their colour (black: no label; green/red: right/wrong)."""
     short = name if len(name) <= 28 else name[:12] + "..." + name[-13:]

@@ -144,9 +144,7 @@ class GradCAM:
             batch = batch.astype(self.input_dtype)
         return batch
 
-    def _maps_and_scores(
-        self, images: tf.Tensor, class_index: tf.Tensor
-    ) -> tuple[list[Any], Any]:
+    def _maps_and_scores(self, images: tf.Tensor, class_index: tf.Tensor) -> tuple[list[Any], Any]:
         with tf.GradientTape() as tape:
             features, logits = self._forward(images)
             # patches are independent in inference mode: the gradient of the sum is per patch

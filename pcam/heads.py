@@ -18,7 +18,7 @@ pre-activation outputs; Grad-CAM differentiates them (:mod:`pcam.gradcam`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,10 @@ import numpy.typing as npt
 from pcam.errors import InvalidArgumentError
 
 Activation = Literal["sigmoid", "softmax", "linear"]
+
+DEFAULT_THRESHOLD: Final = 0.5
+"""The tumour probability at or above which a patch is called tumour, unless the user says
+otherwise (every command's ``--threshold``, the app's slider)."""
 
 SUPPORTED_HEADS = (
     "a binary classifier ending in Dense(1, sigmoid), Dense(1) + Activation('sigmoid'), "

@@ -15,6 +15,7 @@ import numpy.typing as npt
 from sklearn import metrics as skm
 
 from pcam.errors import InvalidArgumentError
+from pcam.heads import DEFAULT_THRESHOLD
 
 CLASS_NAMES = ("normal", "tumour")
 """Label 0 and label 1."""
@@ -24,7 +25,7 @@ def classification_report(
     labels: npt.ArrayLike,
     probabilities: npt.ArrayLike,
     *,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     bootstrap_rounds: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import keras
 
-from pcam.errors import InvalidArgumentError, MissingFileError, UnreadableFileError
+from pcam.errors import InvalidArgumentError, MissingFileError, UnreadableFileError, first_line
 from pcam.layout import IMAGE_SHAPE
 from pcam.weights import imagenet_weights_path
 
@@ -208,8 +208,7 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
     try:
         model = keras.models.load_model(model_path)
     except Exception as error:  # Keras raises many kinds for a damaged or foreign file
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        text = text if len(text) <= 160 else text[:157] + "..."
+        text = first_line(error, limit=160)
         raise UnreadableFileError(
             model_path,
             "a saved pcam model (.keras)",

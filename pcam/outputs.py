@@ -251,20 +251,33 @@ def make_folder(folder: Path) -> None:
         raise OutputPathError(folder, "a file in the way") from None
 
 
-def write_json_atomically(path: Path, value: Any) -> None:
-    """Write ``value`` as indented JSON to ``path`` through a temporary file renamed over it.
+@contextmanager
+def atomic_path(path: Path, *, suffix: str = "", publish: bool = True) -> Iterator[Path]:
+    """A hidden temporary sibling of ``path`` to write, renamed over ``path`` at the block's end.
 
-    On any failure (a full disk, a signal) the temporary file is removed and ``path`` keeps its
-    earlier content.
+    The temporary file is ``.<name>.partial-<pid>`` (``.<stem>.partial-<pid><suffix>`` when a
+    writer insists on a ``suffix`` such as ``.keras``), the name :func:`pcam.train.remove_leftovers`
+    recognises. On any failure (a full disk, a signal) it is removed and ``path`` keeps its
+    earlier content; so it is when ``publish`` is false (a worker that writes but does not keep).
     """
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    if suffix and path.name.endswith(suffix):
+        name = f".{path.name[: -len(suffix)]}.partial-{os.getpid()}{suffix}"
+    else:
+        name = f".{path.name}.partial-{os.getpid()}{suffix}"
+    temporary = path.with_name(name)
     try:
-        temporary.write_text(json.dumps(value, indent=2, default=str) + "\n")
-        temporary.replace(path)
-    except BaseException:
+        yield temporary
+        if publish:
+            temporary.replace(path)
+    finally:
         with suppress(OSError):
             temporary.unlink()
-        raise
+
+
+def write_json_atomically(path: Path, value: Any) -> None:
+    """Write ``value`` as indented JSON to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(value, indent=2, default=str) + "\n")
 
 
 @contextmanager

@@ -51,6 +51,7 @@ from pcam.errors import (
     MissingFileError,
     PCamError,
     UnreadableFileError,
+    first_line,
 )
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ def _decode(
     except UnidentifiedImageError:
         raise _unreadable(where, "not an image format Pillow knows") from None
     except Exception as error:  # Pillow raises many kinds for a damaged or foreign file
-        raise _unreadable(where, _first_line(error)) from None
+        raise _unreadable(where, first_line(error)) from None
 
 
 def _open(source: io.BytesIO | Path, where: str | Path) -> tuple[ImageFile, int]:
@@ -330,9 +331,3 @@ def _unreadable(where: str | Path, why: str) -> UnreadableFileError:
         f"a file Pillow cannot read as an image ({why})",
         "replace the file or leave it out",
     )
-
-
-def _first_line(error: BaseException) -> str:
-    """The first line of an exception's message, or its class name when it has none."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

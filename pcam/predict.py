@@ -50,7 +50,8 @@ from pcam.errors import (
     OutputPathError,
     UnsafeOutputError,
 )
-from pcam.outputs import check_writable
+from pcam.heads import DEFAULT_THRESHOLD
+from pcam.outputs import atomic_path, check_writable
 from pcam.patch_io import FitMode, decode_patch
 
 HDF5_SUFFIXES: Final = (".h5", ".hdf5")
@@ -204,14 +205,14 @@ def predict_patches(
     """Each batch with its tumour probabilities ``[b]`` (float64), as the batches come.
 
     With ``tta`` each patch is predicted under the 8 symmetries of the square and the
-    probabilities are averaged (:func:`pcam.evaluate.predict_batch`). ``progress`` is called
+    probabilities are averaged (:func:`pcam.inference.tumour_probabilities`). ``progress`` is called
     with the number of patches done after each batch.
     """
-    from pcam.evaluate import predict_batch
+    from pcam.inference import tumour_probabilities
 
     done = 0
     for batch in batches:
-        probabilities = predict_batch(model, batch.images, tta=tta)
+        probabilities = tumour_probabilities(model, batch.images, tta=tta)
         yield batch, probabilities
         done += len(batch)
         if progress is not None:
@@ -284,7 +285,7 @@ def write_predictions_csv(
     results: Iterable[tuple[PatchBatch, npt.NDArray[np.float64]]],
     out: InputPath | TextIO,
     *,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     overwrite: bool = False,
 ) -> tuple[int, int]:
     """Write the CSV rows of ``results`` to ``out``; returns ``(patches, tumour patches)``.
@@ -302,22 +303,12 @@ def write_predictions_csv(
         return counts
     destination = check_output(out, overwrite=overwrite)
     made = _make_parents(destination.parent)
-    staging: Path | None = None
     try:
-        import tempfile
-
-        handle, name = tempfile.mkstemp(
-            prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
-        )
-        staging = Path(name)
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            counts = _write_rows(results, stream, threshold)
-        staging.chmod(0o644)  # mkstemp makes it private; predictions are for reading
-        check_output(destination, overwrite=overwrite)  # appeared while predicting?
-        staging.replace(destination)
+        with atomic_path(destination, suffix=".part") as staging:
+            with staging.open("w", newline="", encoding="utf-8") as stream:
+                counts = _write_rows(results, stream, threshold)
+            check_output(destination, overwrite=overwrite)  # appeared while predicting?
     except BaseException:
-        if staging is not None:
-            staging.unlink(missing_ok=True)
         for folder in reversed(made):
             try:
                 folder.rmdir()
@@ -333,7 +324,7 @@ def predict(
     out: InputPath | TextIO,
     *,
     tta: bool = False,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     batch_size: int = 256,
     fit: FitMode = "error",
     overwrite: bool = False,

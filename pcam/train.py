@@ -41,6 +41,7 @@ from pcam.model import (
 from pcam.multiworker import prepare_multiworker_fit
 from pcam.outputs import (
     MARKER,
+    atomic_path,
     check_writable,
     claim_directory,
     make_folder,
@@ -472,12 +473,8 @@ def trim_log(log: Path, epochs: int) -> None:
     lines = log.read_bytes().splitlines(keepends=True)
     kept = lines[:1] + [line for line in lines[1:] if _epoch_of(line) < epochs]
     if kept != lines:
-        temporary = log.with_name(f".{log.name}.partial-{os.getpid()}")
-        try:
+        with atomic_path(log) as temporary:
             temporary.write_bytes(b"".join(kept))
-            temporary.replace(log)
-        finally:
-            temporary.unlink(missing_ok=True)
 
 
 def _epoch_of(row: bytes) -> int:
@@ -564,14 +561,9 @@ class AtomicBestModel(keras.callbacks.Callback):  # type: ignore[misc]
             return
         self.best = float(loss)
         # every worker saves (saving may run collective ops); only the chief keeps the file
-        temporary = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}.keras")
-        try:
-            with naming(self.path):
-                self.model.save(temporary)
-            if self.chief:
-                temporary.replace(self.path)
-        finally:
-            temporary.unlink(missing_ok=True)  # a failed save (a full disk) leaves nothing
+        saving = atomic_path(self.path, suffix=".keras", publish=self.chief)
+        with saving as temporary, naming(self.path):
+            self.model.save(temporary)  # a failed save (a full disk) leaves nothing
         if not self.chief:
             return
         write_json_atomically(self.record, {"epoch": epoch + 1, "val_loss": self.best})

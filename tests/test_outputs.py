@@ -253,6 +253,43 @@ def test_write_json_atomically_keeps_the_old_record_on_failure(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json"]
 
 
+@pytest.mark.parametrize(
+    ("name", "suffix", "temporary"),
+    [
+        ("model.keras", ".keras", ".model.partial-{pid}.keras"),
+        ("latest.weights.h5", ".weights.h5", ".latest.partial-{pid}.weights.h5"),
+        ("p.csv", ".part", ".p.csv.partial-{pid}.part"),
+        ("log.csv", "", ".log.csv.partial-{pid}"),
+    ],
+)
+def test_atomic_path_names_publishes_and_cleans_up(
+    tmp_path: Path, name: str, suffix: str, temporary: str
+) -> None:
+    """Written under a hidden name beside it, renamed on success, removed on failure or when
+    not published; the old content stays until the rename."""
+    target = tmp_path / name
+    target.write_text("old")
+    with outputs.atomic_path(target, suffix=suffix) as staging:
+        assert staging.name == temporary.format(pid=os.getpid())
+        assert staging.parent == tmp_path
+        staging.write_text("new")
+        assert target.read_text() == "old"
+    assert target.read_text() == "new"
+
+    def killed_halfway() -> None:
+        with outputs.atomic_path(target, suffix=suffix) as staging:
+            staging.write_text("half")
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        killed_halfway()
+    assert target.read_text() == "new"
+    with outputs.atomic_path(target, suffix=suffix, publish=False) as staging:
+        staging.write_text("a worker's copy")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
 # -- folders pcam fills in place -----------------------------------------------------------------
 
 

@@ -206,6 +206,45 @@ def test_bad_arguments_fail_when_the_dataset_is_made(synthetic_root: Path) -> No
         make_dataset(synthetic_root, "test", batch_size=8, shuffle=False)
 
 
+def test_stream_options_and_their_keywords_give_the_same_stream(synthetic_root: Path) -> None:
+    from pcam.data.reader import StreamOptions
+
+    options = StreamOptions(batch_size=48, shuffle=True, seed=5, augment=True, drop_remainder=True)
+    by_options = _collect(make_dataset(synthetic_root, "valid", options, colour_jitter=NO_JITTER))
+    by_keywords = _collect(
+        make_dataset(
+            synthetic_root,
+            "valid",
+            batch_size=48,
+            shuffle=True,
+            seed=5,
+            augment=True,
+            drop_remainder=True,
+            colour_jitter=NO_JITTER,
+        )
+    )
+    np.testing.assert_array_equal(by_options[0], by_keywords[0])
+    np.testing.assert_array_equal(by_options[1], by_keywords[1])
+    assert by_options[0].shape[0] == 48 * (512 // 48)  # the remainder dropped
+    other_seed = _collect(
+        make_dataset(synthetic_root, "valid", StreamOptions(batch_size=48, shuffle=True, seed=6))
+    )
+    assert not np.array_equal(other_seed[1], by_options[1])
+
+
+def test_options_and_keywords_together_or_unknown_keywords_are_one_line(
+    synthetic_root: Path,
+) -> None:
+    from pcam.data.reader import StreamOptions
+
+    with pytest.raises(InvalidArgumentError, match="options: expected StreamOptions or its"):
+        make_dataset(synthetic_root, "valid", StreamOptions(batch_size=8), shuffle=True)
+    with pytest.raises(InvalidArgumentError, match=r"fields of StreamOptions .*'shufle'"):
+        make_dataset(synthetic_root, "valid", batch_size=8, shufle=True)
+    with pytest.raises(InvalidArgumentError, match="batch_size: expected an integer >= 1"):
+        make_dataset(synthetic_root, "valid", shuffle=True)
+
+
 LIVE_ITERATOR_SCRIPT = """
 import sys
 from pcam.data import make_dataset

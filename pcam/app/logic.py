@@ -42,8 +42,14 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from pcam import layout
-from pcam.errors import InvalidArgumentError, MissingFileError, PCamError, UnreadableFileError
+from pcam import heads, layout
+from pcam.errors import (
+    InvalidArgumentError,
+    MissingFileError,
+    PCamError,
+    UnreadableFileError,
+    first_line,
+)
 from pcam.patch_io import EXPECTED, FitMode, PatchSizeError, decode_patch
 from pcam.predict import csv_text
 
@@ -53,7 +59,7 @@ DEMO_MODEL: Final = Path("pcam-demo") / "run" / "model.keras"
 PREFERRED_LAYER: Final = "block3_pool"
 """Grad-CAM layer offered first when the model has it (the small CNN's 6x6 map; see README)."""
 
-DEFAULT_THRESHOLD: Final = 0.5
+DEFAULT_THRESHOLD: Final = heads.DEFAULT_THRESHOLD
 """Probability at or above which a patch is labelled tumour, unless the user moves it."""
 
 BATCH_SIZE: Final = 64
@@ -148,13 +154,6 @@ class Classifier:
     """Held around every model call: app sessions share one model and run in threads."""
 
     @property
-    def head(self) -> Any:
-        """The model's :class:`pcam.heads.Head`: how its outputs become tumour probabilities."""
-        from pcam.heads import head_of
-
-        return head_of(self.model)
-
-    @property
     def default_layer(self) -> str | None:
         """:data:`PREFERRED_LAYER` when the model has it, else the last spatial layer."""
         names = [name for name, _ in self.layers]
@@ -182,7 +181,7 @@ def load_classifier(path: str | os.PathLike[str]) -> Classifier:
         raise UnreadableFileError(
             model_path,
             _MODEL_EXPECTED,
-            f"a model that fails on a patch ({_first_line(error)})",
+            f"a model that fails on a patch ({first_line(error)})",
             _MODEL_HINT,
         ) from None
     return Classifier(path=model_path, model=model, layers=layers, parameters=parameters)
@@ -280,9 +279,9 @@ def _decode_upload(digest: str, name: str, data: bytes, fit: FitMode | None) -> 
     except PatchSizeError as error:
         size = (error.width, error.height)
     except PCamError as error:
-        return Upload(name, error=_first_line(error))
+        return Upload(name, error=first_line(error))
     except Exception as error:  # decode_patch should raise PCamError only; never a traceback
-        return Upload(name, error=f"{name}: could not read it as an image ({_first_line(error)})")
+        return Upload(name, error=f"{name}: could not read it as an image ({first_line(error)})")
     return Upload(name, size=size)
 
 
@@ -298,7 +297,7 @@ def _fit_upload(name: str, data: bytes, fit: FitMode, size: tuple[int, int]) -> 
     try:
         patch, note = decode_patch(data, fit=fit, name=name)
     except PCamError as error:
-        return Upload(name, size=size, error=_first_line(error))
+        return Upload(name, size=size, error=first_line(error))
     return Upload(name, patch=patch, note=note, size=size)
 
 
@@ -348,14 +347,19 @@ class Predictions:
 
 
 def predict(classifier: Classifier, patches: npt.ArrayLike) -> Predictions:
-    """Classify patches ``uint8 [n, 96, 96, 3]`` in as few model calls as possible, timed."""
+    """Classify patches ``uint8 [n, 96, 96, 3]`` in as few model calls as possible, timed.
+
+    The probabilities are :func:`pcam.inference.tumour_probabilities`'s.
+    """
+    from pcam.inference import tumour_probabilities
+
     batch = _check_patches(patches)
     parts = []
     with classifier.lock:
         started = time.perf_counter()
         for start in range(0, len(batch), BATCH_SIZE):
-            output = classifier.model.predict_on_batch(batch[start : start + BATCH_SIZE])
-            parts.append(classifier.head.tumour_probabilities(output).astype(np.float32))
+            chunk = batch[start : start + BATCH_SIZE]
+            parts.append(tumour_probabilities(classifier.model, chunk).astype(np.float32))
         seconds = time.perf_counter() - started
     probabilities = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     return Predictions(probabilities, seconds, calls=len(parts))
@@ -377,7 +381,7 @@ def make_explainer(classifier: Classifier, layer: str) -> Any:
             raise
         except Exception as error:  # whatever TensorFlow raises for a graph it cannot take apart
             raise InvalidArgumentError(
-                "layer", "a layer Grad-CAM can explain", f"{layer} ({_first_line(error)})"
+                "layer", "a layer Grad-CAM can explain", f"{layer} ({first_line(error)})"
             ) from None
     return explainer
 
@@ -599,9 +603,3 @@ def _check_patches(patches: npt.ArrayLike) -> npt.NDArray[np.uint8]:
             "patches", "uint8 [n, 96, 96, 3]", f"{batch.dtype} {list(batch.shape)}"
         )
     return batch
-
-
-def _first_line(error: BaseException) -> str:
-    """The first line of an exception's message, or its class name when it has none."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -32,6 +32,7 @@ from pcam.errors import (
     MissingFileError,
     UnknownSplitError,
     UnreadableFileError,
+    first_line,
 )
 
 Indices = slice | npt.NDArray[np.integer[Any]]
@@ -313,14 +314,14 @@ def damage_error(
     """The one-line error for a failed read of rows ``start:stop``, naming the first bad row."""
     found = locate_damage(dataset, start, stop)
     if found is None:  # every row read on a second try: name the rows and h5py's first complaint
-        return DamagedDataError(path, noun, (start, stop), None, _first_line(error), _FIX_HINT)
+        return DamagedDataError(path, noun, (start, stop), None, first_line(error), _FIX_HINT)
     first, chunk_rows, chunk_error = found
     return DamagedDataError(
         path,
         noun,
         chunk_rows,
         first,
-        _first_line(chunk_error),
+        first_line(chunk_error),
         _FIX_HINT,
         chunked=dataset.chunks is not None,
     )
@@ -430,7 +431,7 @@ def _inspect(
         handle = h5py.File(path, "r")
     except OSError as error:
         raise UnreadableFileError(
-            path, expected_file, f"a damaged HDF5 file ({_first_line(error)})", _FIX_HINT
+            path, expected_file, f"a damaged HDF5 file ({first_line(error)})", _FIX_HINT
         ) from None
     with handle:
         if key not in handle:
@@ -473,16 +474,10 @@ def _inspect(
             raise UnreadableFileError(
                 path,
                 f"{count} readable patches",
-                f"a last patch that cannot be read ({_first_line(error)})",
+                f"a last patch that cannot be read ({first_line(error)})",
                 _FIX_HINT,
             ) from None
         return ArrayInfo(path, key, tuple(dataset.shape), storage, str(dtype), offset)
-
-
-def _first_line(error: BaseException) -> str:
-    """The first line of an exception's message, or its class name when it has none."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _storage(dataset: h5py.Dataset) -> tuple[str, int | None]:

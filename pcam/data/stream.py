@@ -8,9 +8,11 @@ Memory stays constant whatever the size of the split.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import gc
 import os
 import threading
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -65,6 +67,25 @@ _exit_hook_lock = threading.Lock()
 _exit_hook_registered = False
 
 
+def _stream_options(options: StreamOptions | None, fields: dict[str, Any]) -> StreamOptions:
+    """``options``, or the :class:`StreamOptions` made of ``fields`` (one-line errors)."""
+    if options is not None:
+        if fields:
+            raise InvalidArgumentError(
+                "options", "StreamOptions or its fields as keywords, not both", sorted(fields)
+            )
+        return options
+    known = {field.name for field in dataclasses.fields(StreamOptions)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise InvalidArgumentError(
+            "make_dataset", f"fields of StreamOptions ({', '.join(sorted(known))})", unknown
+        )
+    if "batch_size" not in fields:
+        raise InvalidArgumentError("batch_size", "an integer >= 1", None)
+    return StreamOptions(**fields)
+
+
 def _register_exit_hook() -> None:
     """Register :func:`_release_live_iterators` with ``atexit`` once per process."""
     global _exit_hook_registered
@@ -89,23 +110,23 @@ def _read_batch(reader: EpochReader, epoch: np.int64, step: np.int64) -> Batch:
 def make_dataset(
     root: str | os.PathLike[str],
     split: str,
+    options: StreamOptions | None = None,
     *,
-    batch_size: int,
-    shuffle: bool,
-    seed: int = 0,
-    augment: bool = False,
     repeat: bool = False,
-    num_shards: int = 1,
-    shard_index: int = 0,
-    drop_remainder: bool = False,
     colour_jitter: ColourJitter | None = None,
     start_batch: int = 0,
+    **fields: Any,
 ) -> tf.data.Dataset:
     """Stream one PCam split as batches ``(images uint8 [B, 96, 96, 3], labels int32 [B])``.
 
+    ``options`` (:class:`pcam.data.reader.StreamOptions`) says how: batch size, shuffle, seed,
+    augmentation, sharding, dropping the last batch. As a convenience its fields may be given
+    as keywords instead (``make_dataset(root, "train", batch_size=64, shuffle=True)``); not both.
+
     - ``shuffle``: a fresh permutation of the split each epoch (block and window shuffle, see
       :mod:`pcam.data.order`), the same sequence of epochs for the same ``seed``.
-    - ``augment``: a random symmetry of the square (D4) and a moderate colour jitter per patch.
+    - ``augment``: a random symmetry of the square (D4) and a moderate colour jitter
+      (``colour_jitter``, default :class:`pcam.data.colour.ColourJitter`) per patch.
     - ``repeat``: loop over epochs forever (each a new permutation); otherwise the dataset holds
       one epoch, and each new iteration over it (a Keras epoch) is the next epoch.
     - ``num_shards`` / ``shard_index``: read only one of ``num_shards`` disjoint parts that
@@ -121,18 +142,12 @@ def make_dataset(
     batch is reached; :func:`unwrap_pipeline_error` turns it into the one-line
     :class:`pcam.errors.DamagedDataError` naming the file and the first unreadable patch.
     """
+    options = _stream_options(options, fields)
     handle = open_split(root, split)
     _register_exit_hook()
-    options = StreamOptions(
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        augment=augment,
-        num_shards=num_shards,
-        shard_index=shard_index,
-        drop_remainder=drop_remainder,
-    )
     reader = EpochReader(handle, options)
+    batch_size, seed, augment = options.batch_size, options.seed, options.augment
+    drop_remainder = options.drop_remainder
     steps = reader.num_batches()
     if repeat and steps == 0:  # an endless stream of empty epochs would never yield
         raise InvalidArgumentError(

@@ -21,7 +21,7 @@ import operator
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,14 @@ from pcam.errors import (
     OutputExistsError,
     UnsafeOutputError,
 )
-from pcam.outputs import MARKER, check_writable, make_folder, record_written, written_files
+from pcam.outputs import (
+    MARKER,
+    atomic_path,
+    check_writable,
+    make_folder,
+    record_written,
+    written_files,
+)
 
 SYNTHETIC = "synthetic data"
 """The kind recorded in a data folder's marker for the files synthetic writes put there."""
@@ -398,7 +405,7 @@ def _write_blocks(
     storage = {"chunks": True if chunked or compression else None, "compression": compression}
     try:
         with ExitStack() as stack:
-            temporary = {path: stack.enter_context(_pending(path)) for path in final}
+            temporary = {path: stack.enter_context(atomic_path(path)) for path in final}
             files = {
                 kind: stack.enter_context(
                     h5py.File(temporary[path], "w", libver=layout.HDF5_LIBVER)
@@ -518,15 +525,3 @@ def _write_meta_rows(
                 f"synthetic_{split}_slide_{int(slides[i]):03d}",
             ]
         )
-
-
-@contextmanager
-def _pending(path: Path) -> Iterator[Path]:
-    """A temporary sibling of ``path``, renamed to ``path`` on success and removed on failure."""
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        yield temporary
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    temporary.replace(path)
