@@ -23,97 +23,32 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pcam import layout
+from pcam.config import (
+    DEFAULT_MIN_ACCURACY,
+    DEFAULT_MIN_AUC,
+    UNFREEZE_FROM,
+    FullCheckConfig,
+)
 from pcam.data.split import open_split
-from pcam.errors import InvalidArgumentError, NoGPUError, OutputExistsError
+from pcam.errors import NoGPUError, OutputExistsError
 from pcam.outputs import claim_directory, write_json_atomically
 
-#: The floors the issue asks of ResNet50 on the PCam test split (configurable).
-DEFAULT_MIN_ACCURACY = 0.90
-DEFAULT_MIN_AUC = 0.965
+__all__ = [
+    "DEFAULT_MIN_ACCURACY",
+    "DEFAULT_MIN_AUC",
+    "FULL_CHECK",
+    "SUMMARY_FILE",
+    "UNFREEZE_FROM",
+    "FullCheckConfig",
+    "FullCheckResult",
+    "floor_failures",
+    "full_check",
+]
 
 FULL_CHECK = "full check"
 """The kind of output folder ``pcam fullcheck`` writes (see :mod:`pcam.outputs`)."""
 
 SUMMARY_FILE = "fullcheck.json"
-
-UNFREEZE_FROM = {"resnet50": "conv5_block1_1_conv", "small": "block4_conv"}
-"""The first layer phase 2 of a two-phase check trains, by architecture: the last stage."""
-
-
-@dataclass(frozen=True)
-class FullCheckConfig:
-    """The recipe and the floors of one full training check.
-
-    The defaults are the recipe for full PCam on one GPU (see the README's "Full training check"):
-    ImageNet ResNet50 fine-tuned end to end (PCam's stain colours and scale are far from ImageNet,
-    so every block is trained, batch-norm statistics included), Adam at a peak of 1e-4 decayed by
-    a cosine, batches of 128, D4 symmetries and colour jitter on every patch, early stopping on
-    the validation loss, and test-time averaging over the 8 symmetries, which are label-preserving
-    for these rotation-free tissue patches.
-    """
-
-    data: str
-    """Directory of PCam files: train, valid and the evaluation split."""
-    out: str
-    """Output directory (``run/``, ``report/``, ``explain/``, ``fullcheck.json``)."""
-    model: str = "resnet50"
-    """``resnet50`` or ``small``."""
-    weights: str | None = "imagenet"
-    """Backbone weights: ``imagenet``, a local weights file or ``None`` (random)."""
-    epochs: int = 10
-    """Epochs over the train split (early stopping may end sooner)."""
-    batch_size: int = 128
-    """Global batch size."""
-    lr: float = 1e-4
-    """Peak learning rate of the cosine schedule."""
-    patience: int = 3
-    """Epochs without a better validation loss before stopping."""
-    max_train_samples: int | None = None
-    """Patches per epoch, when less than the whole train split (tiny budgets)."""
-    eval_split: str = "test"
-    """Split the floors apply to."""
-    tta: bool = True
-    """Average the test predictions over the 8 symmetries of the square."""
-    min_accuracy: float = DEFAULT_MIN_ACCURACY
-    """Fail below this accuracy on ``eval_split``."""
-    min_auc: float = DEFAULT_MIN_AUC
-    """Fail below this ROC AUC on ``eval_split``."""
-    require_gpu: bool = False
-    """Refuse to start unless TensorFlow sees a GPU."""
-    explain_patches: int = 16
-    """Patches of ``eval_split`` in the Grad-CAM grid."""
-    seed: int = 0
-    """Seed of the initialisation, the shuffle and the augmentation."""
-    overwrite: bool = False
-    """Start afresh where a finished check is."""
-    two_phase: bool = False
-    """Fine-tune in two phases: first the head alone on a frozen backbone (``run-head/``,
-    ``head_epochs`` at ``head_lr``), then, from that model, the head and the backbone from
-    ``unfreeze_from`` on with batch norm frozen (``run/``, ``epochs`` at ``lr``)."""
-    head_epochs: int = 2
-    """Epochs of phase 1 of a two-phase check."""
-    head_lr: float = 1e-3
-    """Peak learning rate of phase 1 of a two-phase check."""
-    unfreeze_from: str | None = None
-    """The first backbone layer phase 2 trains (``None``: :data:`UNFREEZE_FROM` of the model)."""
-
-    def check(self) -> None:
-        """Raise :class:`InvalidArgumentError` for a setting out of range."""
-        if self.eval_split not in layout.SPLITS:
-            raise InvalidArgumentError(
-                "eval_split", f"one of {', '.join(layout.SPLITS)}", self.eval_split
-            )
-        for name in ("min_accuracy", "min_auc"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise InvalidArgumentError(name, "a number in [0, 1]", value)
-        if self.explain_patches < 1:
-            raise InvalidArgumentError("explain_patches", "an integer >= 1", self.explain_patches)
-        if self.head_epochs < 1:
-            raise InvalidArgumentError("head_epochs", "an integer >= 1", self.head_epochs)
-        if not 0 < self.head_lr < 1:
-            raise InvalidArgumentError("head_lr", "a learning rate in (0, 1)", self.head_lr)
 
 
 @dataclass

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import keras
 
+from pcam.config import ARCHITECTURES, Architecture
 from pcam.errors import InvalidArgumentError, MissingFileError, UnreadableFileError, first_line
 from pcam.layout import IMAGE_SHAPE
 from pcam.weights import imagenet_weights_path
-
-Architecture = Literal["resnet50", "small"]
-ARCHITECTURES: tuple[Architecture, ...] = ("resnet50", "small")
 
 OWN_PREFIX = "pcam_"
 """Name prefix of the layers this package adds around a backbone."""

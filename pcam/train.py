@@ -17,7 +17,7 @@ import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,10 @@ from pcam.backup import (
     discard_unusable_backup,
     finished_epochs,
 )
+from pcam.config import LR_SCHEDULES, STRATEGIES, TrainConfig
 from pcam.data.split import open_split
 from pcam.errors import InvalidArgumentError, OutputExistsError
 from pcam.model import (
-    ARCHITECTURES,
     backbone_layers,
     build_model,
     resolve_weights,
@@ -50,91 +50,26 @@ from pcam.outputs import (
     write_json_atomically,
 )
 
-STRATEGIES = ("default", "mirrored", "multiworker")
-LR_SCHEDULES = ("cosine", "constant")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of one training run (saved as ``config.json`` in the run directory)."""
-
-    data: str
-    """Directory of PCam files with train and valid splits."""
-    out: str
-    """Run directory."""
-    epochs: int = 10
-    """Epochs to train (early stopping may end the run sooner)."""
-    batch_size: int = 64
-    """Global batch size (split across replicas)."""
-    model: str = "resnet50"
-    """``resnet50`` or ``small`` (a small CNN for fast runs on a CPU)."""
-    weights: str | None = None
-    """Backbone weights: ``None``, ``imagenet`` or a local weights file."""
-    freeze_backbone: bool = False
-    """Train only the head (first phase of fine-tuning)."""
-    init: str | None = None
-    """A saved pcam model (``.keras``) whose weights the run starts from, all of them, batch-norm
-    statistics included: a phase-1 run's ``model.keras`` for the second phase of fine-tuning. Its
-    architecture must be ``model``'s; ``weights`` must then be ``None``."""
-    unfreeze_from: str | None = None
-    """Train the backbone only from this layer on (the top blocks: ``conv5_block1_1_conv`` in
-    ResNet50); the layers before it and every batch-norm layer stay frozen
-    (:func:`pcam.model.set_backbone_trainable`). The head always trains."""
-    lr: float = 1e-3
-    """Adam learning rate (the peak, with the cosine schedule)."""
-    lr_schedule: str = "cosine"
-    """``cosine`` (decay from ``lr`` to 1% of it over all epochs) or ``constant``."""
-    max_train_samples: int | None = None
-    """Patches per epoch, when less than the whole train split."""
-    seed: int = 0
-    """Seed of the model initialisation, the shuffle and the augmentation."""
-    strategy: str = "default"
-    """``default`` (one device), ``mirrored`` (all local devices) or ``multiworker`` (TF_CONFIG)."""
-    patience: int = 5
-    """Epochs without a better validation loss before stopping early."""
-    overwrite: bool = False
-    """Start afresh in a run directory that holds a finished run (its files are removed)."""
-    mixed_precision: bool | None = None
-    """Compute in float16 (variables stay float32); ``None``: on where a GPU is present."""
-    xla: bool | None = None
-    """Compile the train step with XLA; ``None``: on where a GPU is present."""
-    deterministic: bool = False
-    """Bit-identical runs for the same seed on the same machine (see :func:`deterministic_ops`)."""
-
-    def check(self) -> None:
-        """Raise :class:`InvalidArgumentError` for a setting out of range."""
-        if self.epochs < 1:
-            raise InvalidArgumentError("epochs", "an integer >= 1", self.epochs)
-        if self.batch_size < 1:
-            raise InvalidArgumentError("batch_size", "an integer >= 1", self.batch_size)
-        if self.model not in ARCHITECTURES:
-            raise InvalidArgumentError("model", f"one of {', '.join(ARCHITECTURES)}", self.model)
-        if not 0 < self.lr < 1:
-            raise InvalidArgumentError("lr", "a learning rate in (0, 1)", self.lr)
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise InvalidArgumentError(
-                "lr_schedule", f"one of {', '.join(LR_SCHEDULES)}", self.lr_schedule
-            )
-        if self.max_train_samples is not None and self.max_train_samples < 1:
-            raise InvalidArgumentError(
-                "max_train_samples", "an integer >= 1", self.max_train_samples
-            )
-        if self.strategy not in STRATEGIES:
-            raise InvalidArgumentError("strategy", f"one of {', '.join(STRATEGIES)}", self.strategy)
-        if self.patience < 1:
-            raise InvalidArgumentError("patience", "an integer >= 1", self.patience)
-        if self.init is not None and self.weights is not None:
-            raise InvalidArgumentError(
-                "weights",
-                "none with init (the run starts from the init model's weights)",
-                self.weights,
-            )
-        if self.unfreeze_from is not None and self.freeze_backbone:
-            raise InvalidArgumentError(
-                "freeze_backbone",
-                "off with unfreeze_from (which trains the top of the backbone)",
-                self.freeze_backbone,
-            )
+__all__ = [  # TrainConfig and its choices live in pcam.config; importable from here too
+    "LR_SCHEDULES",
+    "RUN",
+    "RUN_FILES",
+    "RUN_FOLDERS",
+    "STRATEGIES",
+    "AtomicBestModel",
+    "TrainConfig",
+    "deterministic_ops",
+    "gpu_present",
+    "learning_rate",
+    "make_strategy",
+    "read_start_weights",
+    "remove_leftovers",
+    "remove_unstarted_run",
+    "run_is_finished",
+    "set_start_weights",
+    "train",
+    "trim_log",
+]
 
 
 def make_strategy(name: str) -> Any:

@@ -531,7 +531,8 @@ def _expected_tumour_probability(head: str, outputs: Any) -> npt.NDArray[np.floa
     if head in ("softmax", "softmax_layer"):
         return values[:, 1]
     exps = np.exp(values - values.max(axis=1, keepdims=True))
-    return exps[:, 1] / exps.sum(axis=1)
+    result: npt.NDArray[np.float64] = exps[:, 1] / exps.sum(axis=1)
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -543,7 +544,7 @@ def head_cams() -> dict[tuple[str, float], tuple[Any, dict[str, GradCAM]]]:
             model = _oracle_head_model(head, bias)
             cams[(head, bias)] = (
                 model,
-                {m: GradCAM(model, "features", method=m) for m in METHODS},  # type: ignore[misc]
+                {m: GradCAM(model, "features", method=m) for m in METHODS},
             )
     return cams
 

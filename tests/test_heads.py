@@ -35,7 +35,8 @@ def expected_tumour_probability(head: str, outputs: Any) -> npt.NDArray[np.float
     if head in ("softmax", "softmax_layer"):
         return values[:, 1]
     exps = np.exp(values - values.max(axis=1, keepdims=True))  # two logits
-    return exps[:, 1] / exps.sum(axis=1)
+    result: npt.NDArray[np.float64] = exps[:, 1] / exps.sum(axis=1)
+    return result
 
 
 class _Dense:
@@ -130,7 +131,7 @@ def saved_models(
 ) -> dict[str, Path]:
     """One saved tiny model per head form, spread on the patches, without an optimizer."""
     root = tmp_path_factory.mktemp("heads")
-    paths = {}
+    paths: dict[str, Path] = {}
     for head in HEAD_FORMS:
         model = _spread(tiny_model(seed=1, head=head), patch_folder[1])
         paths[head] = root / f"{head}.keras"

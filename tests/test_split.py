@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcam import layout
-from pcam.data.split import PCamSplit, _first_line, _normalise_index, open_split, runs
-from pcam.errors import InvalidArgumentError, LayoutError, MissingFileError
+from pcam.data.split import PCamSplit, _normalise_index, open_split, runs
+from pcam.errors import InvalidArgumentError, LayoutError, MissingFileError, first_line
 from pcam.testing.strategies import SplitSpec, random_arrays, split_specs, write_spec
 from pcam.testing.synthetic import write_split
 
@@ -408,12 +408,14 @@ def test_h5py_files_are_opened_once_per_process(written: Written) -> None:
 
 
 def test_first_line_of_an_error() -> None:
-    assert _first_line(OSError("Can't read data (filter failed)\n  more detail")) == (
+    assert first_line(OSError("Can't read data (filter failed)\n  more detail")) == (
         "Can't read data (filter failed)"
     )
-    assert _first_line(OSError("  \n  padded\n")) == "padded"
-    assert _first_line(OSError()) == "OSError"
-    assert _first_line(ValueError("")) == "ValueError"
+    assert first_line(OSError("  \n  padded\n")) == "padded"
+    assert first_line(OSError()) == "OSError"
+    assert first_line(ValueError("")) == "ValueError"
+    assert first_line(ValueError("abcdefghij\nmore"), limit=8) == "abcde..."
+    assert first_line(ValueError("abcdefgh"), limit=8) == "abcdefgh"
 
 
 def test_normalise_index_keeps_step_one_slices() -> None:
