@@ -37,13 +37,13 @@ class TrainConfig:
     model: str = "resnet50"
     """``resnet50`` or ``small`` (a small CNN for fast runs on a CPU)."""
     weights: str | None = None
-    """Backbone weights: ``None``, ``imagenet`` or a local weights file."""
+    """Backbone weights: ``imagenet``, a local weights file, or none (random)."""
     freeze_backbone: bool = False
     """Train only the head (first phase of fine-tuning)."""
     init: str | None = None
     """A saved pcam model (``.keras``) whose weights the run starts from, all of them, batch-norm
     statistics included: a phase-1 run's ``model.keras`` for the second phase of fine-tuning. Its
-    architecture must be ``model``'s; ``weights`` must then be ``None``."""
+    architecture must be this run's; ``weights`` must then be none."""
     unfreeze_from: str | None = None
     """Train the backbone only from this layer on (the top blocks: ``conv5_block1_1_conv`` in
     ResNet50); the layers before it and every batch-norm layer stay frozen
@@ -61,14 +61,15 @@ class TrainConfig:
     patience: int = 5
     """Epochs without a better validation loss before stopping early."""
     overwrite: bool = False
-    """Start afresh in a run directory that holds a finished run (its files are removed)."""
+    """Start afresh in a run folder pcam wrote, finished or interrupted (without it a finished
+    run is refused and an interrupted one resumes); only the run's own files go."""
     mixed_precision: bool | None = None
-    """Compute in float16 (variables stay float32); ``None``: on where a GPU is present."""
+    """Compute in float16 with float32 variables; none: on where a GPU is present."""
     xla: bool | None = None
-    """Compile the train step with XLA; ``None``: on where a GPU is present."""
+    """Compile the train step with XLA; none: on where a GPU is present."""
     deterministic: bool = False
-    """Bit-identical runs for the same seed on the same machine (see
-    :func:`pcam.train.deterministic_ops`)."""
+    """Bit-identical runs for the same seed on the same machine: seeded, deterministic ops
+    (slower on a GPU; see :func:`pcam.train.deterministic_ops` and the README)."""
 
     def check(self) -> None:
         """Raise :class:`InvalidArgumentError` for a setting out of range."""
@@ -133,7 +134,7 @@ class FullCheckConfig:
     model: str = "resnet50"
     """``resnet50`` or ``small``."""
     weights: str | None = "imagenet"
-    """Backbone weights: ``imagenet``, a local weights file or ``None`` (random)."""
+    """Backbone weights: ``imagenet``, a local weights file, or none (random)."""
     epochs: int = 10
     """Epochs over the train split (early stopping may end sooner)."""
     batch_size: int = 128

@@ -29,20 +29,21 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pcam import layout
 from pcam.data.split import open_split
-from pcam.errors import InvalidArgumentError, MissingFileError
+from pcam.errors import InvalidArgumentError
 from pcam.heads import DEFAULT_THRESHOLD
 from pcam.metrics import CLASS_NAMES
 from pcam.outputs import refuse_existing_directory, staged_directory
+from pcam.patch_io import decode_patch, image_files
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-"""File name endings of the patch images read from folders (any case)."""
+if TYPE_CHECKING:
+    from pcam.gradcam import Method
 
 EXPLANATION = "explanation"
 """The kind of output folder ``pcam explain`` writes (see :mod:`pcam.outputs`)."""
@@ -106,7 +107,7 @@ def image_patches(paths: Sequence[str | os.PathLike[str]], n: int | None = None)
     A folder contributes its PNG, JPEG and TIFF files (by name, not recursively); a file named
     directly is read whatever its ending.
     """
-    files = _image_files(paths)
+    files = image_files(paths)
     if not files:
         raise InvalidArgumentError("inputs", "at least one image file or folder", "none")
     files = files[:n] if n is not None else files
@@ -124,12 +125,9 @@ def read_patch_file(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
 
     The decoding is :func:`pcam.patch_io.decode_patch`'s, refusing other sizes.
     """
-    from pcam.patch_io import _decode
-
-    patch, _ = _decode(
+    patch, _ = decode_patch(
         path,
         fit="error",
-        name=None,
         hint=f"PCam models take {_PATCH_SIDE}x{_PATCH_SIDE} patches: crop or resize it",
     )
     return patch
@@ -159,21 +157,11 @@ def explain(
     ``progress`` is called with the number of patches mapped. Returns the JSON report.
     """
     destination = Path(out_dir)
-    sources = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    refuse_existing_directory(
-        destination, overwrite=overwrite, kind=EXPLANATION, inputs=[model_path, *sources]
-    )
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InvalidArgumentError("n", "a number of patches >= 1", n)
-    if class_index not in (0, 1):
-        raise InvalidArgumentError("class_index", "0 (normal) or 1 (tumour)", class_index)
-    if not 0.0 <= threshold <= 1.0:
-        raise InvalidArgumentError("threshold", "a probability in [0, 1]", threshold)
-    from pcam.gradcam import METHODS, GradCAM, spatial_layers
-
-    if method not in METHODS:
-        raise InvalidArgumentError("method", f"one of {', '.join(METHODS)}", method)
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    refuse_existing_directory(
+        destination, overwrite=overwrite, kind=EXPLANATION, inputs=[model_path, *paths]
+    )
+    checked_method = _check_settings(n, class_index, threshold, method)
     if split is not None:
         if len(paths) != 1:
             raise InvalidArgumentError(
@@ -183,11 +171,12 @@ def explain(
     else:
         patches = image_patches(paths, n)
 
+    from pcam.gradcam import GradCAM, spatial_layers
     from pcam.inference import tumour_probabilities
     from pcam.model import load_model
 
     model = load_model(model_path)
-    cam = GradCAM(model, layer, method=method)
+    cam = GradCAM(model, layer, method=checked_method)
     maps, probabilities = _maps(cam, patches.images, class_index, progress)
     sizes = dict(spatial_layers(model))
     grid = max((sizes[name] for name in cam.layer_names), key=lambda size: size[0] * size[1])
@@ -205,21 +194,43 @@ def explain(
         "class_name": CLASS_NAMES[class_index],
         "seed": seed,
         "threshold": threshold,
-        "patches": [
-            {
-                "name": name,
-                "probability": float(probability),
-                "predicted": int(probability >= threshold),
-                "label": None if patches.labels is None else int(patches.labels[position]),
-            }
-            for position, (name, probability) in enumerate(
-                zip(patches.names, probabilities.tolist(), strict=True)
-            )
-        ],
+        "patches": _patch_rows(patches, probabilities, threshold),
         "metrics": _metrics(predict, patches, maps, class_index, grid, seed),
     }
     _write(destination, patches, maps, probabilities, report)
     return report
+
+
+def _check_settings(n: int, class_index: int, threshold: float, method: str) -> Method:
+    """One-line errors for settings out of range, before any patch is read; the method."""
+    from pcam.gradcam import METHODS
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidArgumentError("n", "a number of patches >= 1", n)
+    if class_index not in (0, 1):
+        raise InvalidArgumentError("class_index", "0 (normal) or 1 (tumour)", class_index)
+    if not 0.0 <= threshold <= 1.0:
+        raise InvalidArgumentError("threshold", "a probability in [0, 1]", threshold)
+    if method not in METHODS:
+        raise InvalidArgumentError("method", f"one of {', '.join(METHODS)}", method)
+    return method
+
+
+def _patch_rows(
+    patches: Patches, probabilities: npt.NDArray[np.float32], threshold: float
+) -> list[dict[str, Any]]:
+    """``explain.json``'s row of each patch: name, probability, predicted and true label."""
+    return [
+        {
+            "name": name,
+            "probability": float(probability),
+            "predicted": int(probability >= threshold),
+            "label": None if patches.labels is None else int(patches.labels[position]),
+        }
+        for position, (name, probability) in enumerate(
+            zip(patches.names, probabilities.tolist(), strict=True)
+        )
+    ]
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -339,31 +350,6 @@ def _write(
         for name, image, heatmap in zip(patches.names, patches.images, maps, strict=True):
             explain_plots.save_overlay(overlays / f"{name}.png", image, heatmap)
         (staging / "explain.json").write_text(json.dumps(report, indent=2) + "\n")
-
-
-def _image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """The image files named or held (by name order) in the folders named, in the given order."""
-    files: list[Path] = []
-    for entry in map(Path, paths):
-        if entry.is_dir():
-            found = sorted(
-                p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-            )
-            if not found:
-                raise MissingFileError(
-                    entry,
-                    "96x96 patches as PNG, JPEG or TIFF files",
-                    "put patches in it or name the image files",
-                    found=f"no {', '.join(IMAGE_SUFFIXES)} files in this folder",
-                )
-            files.extend(found)
-        elif entry.exists():
-            files.append(entry)
-        else:
-            raise MissingFileError(
-                entry, "a 96x96 patch (PNG, JPEG or TIFF) or a folder of them", "check the path"
-            )
-    return files
 
 
 def _unique_names(files: Sequence[Path]) -> list[str]:

@@ -97,64 +97,18 @@ def full_check(
     splits, and the output directory. ``say`` receives one line per step; ``progress(label,
     total)`` may return an ``update(done)`` callback for the long predictions.
     """
-    from pcam.train import gpu_present
-
-    config.check()
-    if config.require_gpu and not gpu_present():
-        raise NoGPUError()
-    for split in {"train", "valid", config.eval_split}:
-        open_split(config.data, split)
-    out = Path(config.out)
-    summary_path = out / SUMMARY_FILE
-    claim_directory(out, FULL_CHECK)  # a folder holding anyone else's files is refused
-    if summary_path.exists() and not config.overwrite:
-        raise OutputExistsError(out)
-    if summary_path.exists():
-        summary_path.unlink()
-    run, report_dir, explain_dir = out / "run", out / "report", out / "explain"
+    out = _checked_output(config)
+    run = out / "run"
     started = time.perf_counter()
-    timings: dict[str, float] = {}
-
     history = _train_or_resume(config, run, say=say, verbose=verbose)
-    timings["train_seconds"] = time.perf_counter() - started
-
-    from pcam.evaluate import evaluate
-    from pcam.explain import explain
-
-    model_path = run / "model.keras"
-    eval_size = len(open_split(config.data, config.eval_split))
-    views = " x8 symmetries" if config.tta else ""
-    say(f"evaluating the best model on {eval_size:,} {config.eval_split} patches{views}")
+    timings = {"train_seconds": time.perf_counter() - started}
     step = time.perf_counter()
-    update = progress(f"predicting {config.eval_split}", eval_size) if progress else None
-    metrics = evaluate(
-        model_path,
-        config.data,
-        config.eval_split,
-        report_dir,
-        tta=config.tta,
-        overwrite=True,
-        progress=update,
-    )
+    metrics = _evaluate(config, run / "model.keras", out / "report", say, progress)
     timings["evaluate_seconds"] = time.perf_counter() - step
-
-    n = min(config.explain_patches, eval_size)
-    say(f"explaining {n} {config.eval_split} patches with Grad-CAM")
     step = time.perf_counter()
-    update = progress("explaining", n) if progress else None
-    explain(
-        model_path,
-        config.data,
-        explain_dir,
-        split=config.eval_split,
-        n=n,
-        seed=config.seed,
-        overwrite=True,
-        progress=update,
-    )
+    _explain(config, run / "model.keras", out / "explain", say, progress)
     timings["explain_seconds"] = time.perf_counter() - step
     timings["total_seconds"] = time.perf_counter() - started
-
     failures = floor_failures(
         metrics,
         min_accuracy=config.min_accuracy,
@@ -177,8 +131,84 @@ def full_check(
         "timings": timings,
         "machine": _machine(),
     }
-    write_json_atomically(summary_path, summary)
-    return FullCheckResult(metrics=metrics, failures=failures, summary_path=summary_path)
+    write_json_atomically(out / SUMMARY_FILE, summary)
+    return FullCheckResult(metrics=metrics, failures=failures, summary_path=out / SUMMARY_FILE)
+
+
+def _checked_output(config: FullCheckConfig) -> Path:
+    """Check the settings, the GPU, the splits and the output folder; returns the folder.
+
+    A finished check's summary is removed (with ``overwrite``) or refused, before any work.
+    """
+    from pcam.train import gpu_present
+
+    config.check()
+    if config.require_gpu and not gpu_present():
+        raise NoGPUError()
+    for split in {"train", "valid", config.eval_split}:
+        open_split(config.data, split)
+    out = Path(config.out)
+    summary_path = out / SUMMARY_FILE
+    claim_directory(out, FULL_CHECK)  # a folder holding anyone else's files is refused
+    if summary_path.exists() and not config.overwrite:
+        raise OutputExistsError(out)
+    if summary_path.exists():
+        summary_path.unlink()
+    return out
+
+
+Progress = Callable[[str, int], Callable[[int], None]] | None
+
+
+def _evaluate(
+    config: FullCheckConfig,
+    model_path: Path,
+    report_dir: Path,
+    say: Callable[[str], None],
+    progress: Progress,
+) -> dict[str, Any]:
+    """Evaluate the best model on the evaluation split (with TTA as configured)."""
+    from pcam.evaluate import evaluate
+
+    eval_size = len(open_split(config.data, config.eval_split))
+    views = " x8 symmetries" if config.tta else ""
+    say(f"evaluating the best model on {eval_size:,} {config.eval_split} patches{views}")
+    update = progress(f"predicting {config.eval_split}", eval_size) if progress else None
+    metrics: dict[str, Any] = evaluate(
+        model_path,
+        config.data,
+        config.eval_split,
+        report_dir,
+        tta=config.tta,
+        overwrite=True,
+        progress=update,
+    )
+    return metrics
+
+
+def _explain(
+    config: FullCheckConfig,
+    model_path: Path,
+    explain_dir: Path,
+    say: Callable[[str], None],
+    progress: Progress,
+) -> None:
+    """Draw the Grad-CAM grid of ``explain_patches`` patches of the evaluation split."""
+    from pcam.explain import explain
+
+    n = min(config.explain_patches, len(open_split(config.data, config.eval_split)))
+    say(f"explaining {n} {config.eval_split} patches with Grad-CAM")
+    update = progress("explaining", n) if progress else None
+    explain(
+        model_path,
+        config.data,
+        explain_dir,
+        split=config.eval_split,
+        n=n,
+        seed=config.seed,
+        overwrite=True,
+        progress=update,
+    )
 
 
 def _train_or_resume(

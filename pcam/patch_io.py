@@ -38,6 +38,7 @@ import os
 import re
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, get_args
 
@@ -62,6 +63,9 @@ FitMode = Literal["error", "crop", "resize"]
 
 FIT_MODES: Final[tuple[str, ...]] = get_args(FitMode)
 """The values of :data:`FitMode`, in the order shown to users."""
+
+IMAGE_SUFFIXES: Final = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+"""The endings of the image files a folder contributes (case-insensitive)."""
 
 SIDE: Final = layout.PATCH_SIZE
 """Side of a patch in pixels (96)."""
@@ -141,6 +145,7 @@ def decode_patch(
     *,
     fit: FitMode = "error",
     name: str | None = None,
+    hint: str | None = None,
 ) -> tuple[npt.NDArray[np.uint8], str | None]:
     """Decode one image (bytes of an upload, or a path) into a 96x96 uint8 RGB patch.
 
@@ -150,9 +155,10 @@ def decode_patch(
     :class:`pcam.errors.PCamError` subclass with a one-line message for a missing path, a
     corrupt or non-image input, several frames, an unsupported mode, or a wrong size under
     ``fit="error"``, or more than :data:`MAX_PIXELS` pixels; every one of these is found from
-    the image's header, before its pixels are decoded.
+    the image's header, before its pixels are decoded. ``hint`` replaces the advice given for
+    a wrong size under ``fit="error"``.
     """
-    return _decode(data, fit=fit, name=name, hint=FIT_HINT)
+    return _decode(data, fit=fit, name=name, hint=FIT_HINT if hint is None else hint)
 
 
 def fit_patch(
@@ -169,6 +175,31 @@ def fit_patch(
             "image", "a uint8 RGB array [H, W, 3]", f"{array.dtype} {list(array.shape)}"
         )
     return _fit(array, fit, "image", FIT_HINT)
+
+
+def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The image files named or held (by name order) in the folders named, in the given order."""
+    files: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            found = sorted(
+                p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+            if not found:
+                raise MissingFileError(
+                    entry,
+                    "96x96 patches as PNG, JPEG or TIFF files",
+                    "put patches in it or name the image files",
+                    found=f"no {', '.join(IMAGE_SUFFIXES)} files in this folder",
+                )
+            files.extend(found)
+        elif entry.exists():
+            files.append(entry)
+        else:
+            raise MissingFileError(
+                entry, "a 96x96 patch (PNG, JPEG or TIFF) or a folder of them", "check the path"
+            )
+    return files
 
 
 # -- internals -------------------------------------------------------------------------------------

@@ -135,13 +135,13 @@ def resolve_inputs(inputs: Sequence[InputPath]) -> list[Source]:
     file is an image, decoded when its turn comes. Raises a :class:`pcam.errors.PCamError`
     with a one-line message for a missing path, a folder without images, or a bad HDF5 file.
     """
-    from pcam.explain import _image_files
+    from pcam.patch_io import image_files
 
     sources: list[Source] = []
     for entry in map(Path, inputs):
         if entry.is_dir():
             try:
-                files = _image_files([entry])
+                files = image_files([entry])
             except MissingFileError as error:
                 raise _folder_error(entry, error) from None
             sources.extend(Source(file, "image", 1) for file in files)
@@ -388,7 +388,7 @@ def _as_sources(inputs: Sequence[InputPath | Source]) -> list[Source]:
 
 def _h5_length(path: Path) -> int:
     """The number of patches of a PCam image file, after checking it like ``open_split`` does."""
-    from pcam.data.split import _inspect
+    from pcam.data.split import inspect_array_file
 
     stem = path.name.lower()
     for kind, what in (("_y.h5", "labels"), ("_mask.h5", "tumour masks")):
@@ -399,7 +399,7 @@ def _h5_length(path: Path) -> int:
                 f"the PCam {what} file",
                 f"pass {path.name[: -len(kind)]}_x.h5 instead",
             )
-    info = _inspect(path, "x", layout.IMAGE_SHAPE, np.dtype(np.uint8), "images")
+    info = inspect_array_file(path, "x", layout.IMAGE_SHAPE, np.dtype(np.uint8), "images")
     return int(info.shape[0])
 
 

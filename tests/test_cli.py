@@ -94,7 +94,7 @@ def _assert_one_line_error(err: str, prefix: str) -> None:
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dataset written by ``pcam synth`` (train 40 with mask, valid 10): read-only for tests."""
     root = tmp_path_factory.mktemp("synth") / "data"
-    assert _run(["synth", root, *SYNTH]) == 0
+    assert _run(["synth", "--out", root, *SYNTH]) == 0
     return root
 
 
@@ -122,10 +122,10 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         pytest.param(
             ["synth", "--help"],
             "usage: pcam synth",
-            ["OUT_DIR", "--n", "--splits", "--seed", "--with-mask", "--overwrite"],
+            ["--out", "--n", "--splits", "--seed", "--with-mask", "--overwrite"],
             id="synth",
         ),
-        pytest.param(["check", "--help"], "usage: pcam check", ["DATA_DIR", "--split"], id="check"),
+        pytest.param(["check", "--help"], "usage: pcam check", ["--data", "--split"], id="check"),
         pytest.param(
             ["demo", "--help"], "usage: pcam demo", ["--out", "--n", "--batch-size"], id="demo"
         ),
@@ -149,7 +149,7 @@ def test_synth_writes_the_expected_files_and_a_table(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_dir = tmp_path / "out"
-    assert _run(["synth", out_dir, *SYNTH]) == 0
+    assert _run(["synth", "--out", out_dir, *SYNTH]) == 0
     out, err = capsys.readouterr()
     names = set(os.listdir(out_dir))
     assert not [name for name in names if ".partial" in name], names
@@ -173,10 +173,10 @@ def test_synth_refuses_to_replace_existing_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_dir = tmp_path / "out"
-    assert _run(["synth", out_dir, *SYNTH]) == 0
+    assert _run(["synth", "--out", out_dir, *SYNTH]) == 0
     before = _files(out_dir)
     capsys.readouterr()
-    assert _run(["synth", out_dir, *SYNTH, "--seed", "7"]) == 1
+    assert _run(["synth", "--out", out_dir, *SYNTH, "--seed", "7"]) == 1
     out, err = capsys.readouterr()
     _assert_one_line_error(err, "pcam synth: error:")
     assert "--overwrite" in err
@@ -189,10 +189,10 @@ def test_synth_refuses_before_writing_any_split(
 ) -> None:
     # only valid exists: asking for train and valid must fail without writing train first
     out_dir = tmp_path / "out"
-    assert _run(["synth", out_dir, "--n", "8", "--splits", "valid"]) == 0
+    assert _run(["synth", "--out", out_dir, "--n", "8", "--splits", "valid"]) == 0
     before = _files(out_dir)
     capsys.readouterr()
-    assert _run(["synth", out_dir, "--n", "8", "--splits", "train", "valid"]) == 1
+    assert _run(["synth", "--out", out_dir, "--n", "8", "--splits", "train", "valid"]) == 1
     _, err = capsys.readouterr()
     _assert_one_line_error(err, "pcam synth: error:")
     written = sorted(set(_files(out_dir)) - set(before))
@@ -203,9 +203,9 @@ def test_synth_overwrite_replaces_the_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_dir = tmp_path / "out"
-    assert _run(["synth", out_dir, *SYNTH]) == 0
+    assert _run(["synth", "--out", out_dir, *SYNTH]) == 0
     before = _files(out_dir)
-    assert _run(["synth", out_dir, *SYNTH, "--seed", "7", "--overwrite"]) == 0
+    assert _run(["synth", "--out", out_dir, *SYNTH, "--seed", "7", "--overwrite"]) == 0
     after = _files(out_dir)
     assert set(after) == _expected_names()
     for name in after:
@@ -220,7 +220,7 @@ def test_synth_into_a_regular_file_is_a_one_line_error(
 ) -> None:
     target = tmp_path / "out"
     target.write_text("keep me\n")
-    assert _run(["synth", target, "--n", "8", "--splits", "valid"]) == 1
+    assert _run(["synth", "--out", target, "--n", "8", "--splits", "valid"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
     _assert_one_line_error(err, "pcam synth: error:")
@@ -235,7 +235,7 @@ def test_synth_into_a_regular_file_is_a_one_line_error(
 def test_check_prints_one_row_per_split(
     synth_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _run(["check", synth_dir]) == 0
+    assert _run(["check", "--data", synth_dir]) == 0
     out, err = capsys.readouterr()
     rows = _rows(out)
     assert [(r[0], r[1], r[2]) for r in rows] == [
@@ -250,7 +250,7 @@ def test_check_prints_one_row_per_split(
 
 
 def test_check_one_split(synth_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run(["check", synth_dir, "--split", "valid"]) == 0
+    assert _run(["check", "--data", synth_dir, "--split", "valid"]) == 0
     rows = _rows(capsys.readouterr().out)
     assert [(r[0], r[1]) for r in rows] == [("valid", f"{N // 4}")]
 
@@ -259,7 +259,7 @@ def test_check_counts_a_skewed_split(tmp_path: Path, capsys: pytest.CaptureFixtu
     from pcam.testing.synthetic import write_split
 
     write_split(tmp_path, "test", 16, seed=3, positive_fraction=0.25)
-    assert _run(["check", tmp_path]) == 0
+    assert _run(["check", "--data", tmp_path]) == 0
     assert [(r[0], r[1], r[2]) for r in _rows(capsys.readouterr().out)] == [
         ("test", "16", "0.2500")
     ]
@@ -337,7 +337,7 @@ def test_check_bad_data_is_a_one_line_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     target, extra, named = damage(data_copy)
-    assert _run(["check", target, *extra]) == 1
+    assert _run(["check", "--data", target, *extra]) == 1
     out, err = capsys.readouterr()
     _assert_one_line_error(err, "pcam check: error:")
     assert named in err, err
@@ -350,23 +350,29 @@ def test_check_bad_data_is_a_one_line_error(
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
-        pytest.param(["synth", "{out}", "--n", "0"], "--n", id="n-zero"),
-        pytest.param(["synth", "{out}", "--n", "abc"], "'abc'", id="n-abc"),
-        pytest.param(["synth", "{out}", "--seed", "-1"], "--seed", id="seed-negative"),
+        pytest.param(["synth", "--out", "{out}", "--n", "0"], "--n", id="n-zero"),
+        pytest.param(["synth", "--out", "{out}", "--n", "abc"], "'abc'", id="n-abc"),
+        pytest.param(["synth", "--out", "{out}", "--seed", "-1"], "--seed", id="seed-negative"),
         pytest.param(
-            ["synth", "{out}", "--splits", "training"], "'training'", id="synth-unknown-split"
+            ["synth", "--out", "{out}", "--splits", "training"],
+            "'training'",
+            id="synth-unknown-split",
         ),
         pytest.param(
-            ["check", "{out}", "--split", "training"], "'training'", id="check-unknown-split"
+            ["check", "--data", "{out}", "--split", "training"],
+            "'training'",
+            id="check-unknown-split",
         ),
         pytest.param(
             ["demo", "--out", "{out}", "--batch-size", "0"], "--batch-size", id="demo-batch-zero"
         ),
         pytest.param(["frobnicate"], "'frobnicate'", id="unknown-command"),
         pytest.param([], "COMMAND", id="no-command"),
-        pytest.param(["synth"], "OUT_DIR", id="synth-without-out-dir"),
-        pytest.param(["check"], "DATA_DIR", id="check-without-data-dir"),
-        pytest.param(["synth", "{out}", "--frobnicate"], "--frobnicate", id="unknown-option"),
+        pytest.param(["synth"], "--out", id="synth-without-out-dir"),
+        pytest.param(["check"], "--data", id="check-without-data-dir"),
+        pytest.param(
+            ["synth", "--out", "{out}", "--frobnicate"], "--frobnicate", id="unknown-option"
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
@@ -395,8 +401,12 @@ def test_version_in_a_subprocess(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "prefix"),
     [
-        pytest.param(["check", "nowhere"], 1, "pcam check: error: nowhere", id="check-missing"),
-        pytest.param(["synth", "out", "--n", "0"], 2, "pcam synth: error: ", id="synth-n-zero"),
+        pytest.param(
+            ["check", "--data", "nowhere"], 1, "pcam check: error: nowhere", id="check-missing"
+        ),
+        pytest.param(
+            ["synth", "--out", "out", "--n", "0"], 2, "pcam synth: error: ", id="synth-n-zero"
+        ),
     ],
 )
 def test_errors_in_a_subprocess(args: list[str], code: int, prefix: str, tmp_path: Path) -> None:
@@ -422,10 +432,10 @@ print("tensorflow" in sys.modules)
 @pytest.mark.parametrize(
     "args",
     [
-        pytest.param(["check", "{data}"], id="check"),
+        pytest.param(["check", "--data", "{data}"], id="check"),
         pytest.param(["--help"], id="help"),
         pytest.param(["check", "--help"], id="check-help"),
-        pytest.param(["synth", "{tmp}/new", "--n", "8", "--splits", "valid"], id="synth"),
+        pytest.param(["synth", "--out", "{tmp}/new", "--n", "8", "--splits", "valid"], id="synth"),
     ],
 )
 def test_command_does_not_import_tensorflow(
@@ -483,7 +493,7 @@ def test_demo_check_catches_a_broken_stream(
     """The demo's permutation check must notice each way a loader can go wrong."""
     tf = pytest.importorskip("tensorflow")
     import pcam.data.stream
-    from pcam.cli import _check_permutation
+    from pcam.demo import check_stream_permutation
     from pcam.testing import write_split
 
     write_split(tmp_path, "valid", 8, seed=3, with_meta=False)
@@ -501,16 +511,16 @@ def test_demo_check_catches_a_broken_stream(
         images, labels = images[:7], labels[:7]
     broken = tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)
     monkeypatch.setattr(pcam.data.stream, "make_dataset", lambda *args, **kwargs: broken)
-    assert problem in _check_permutation(split, tmp_path, 3, 0)
+    assert problem in check_stream_permutation(split, tmp_path, 3, 0)
 
 
 def test_demo_check_passes_a_correct_stream(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
-    from pcam.cli import _check_permutation
+    from pcam.demo import check_stream_permutation
     from pcam.testing import write_split
 
     write_split(tmp_path, "valid", 40, seed=3, with_meta=False)
-    assert _check_permutation(open_split(tmp_path, "valid"), tmp_path, 16, 0) == ""
+    assert check_stream_permutation(open_split(tmp_path, "valid"), tmp_path, 16, 0) == ""
 
 
 @pytest.mark.parametrize(

@@ -460,12 +460,12 @@ def test_check_deep_is_one_line_and_exit_1_while_plain_check_says_ok(
     x = _x(root)
     rows = _chunk_rows(x, "x")
     first = _flip_middle(x, "x")
-    assert _call(["check", root]) == 0  # metadata only: the damage is not seen
+    assert _call(["check", "--data", root]) == 0  # metadata only: the damage is not seen
     printed, err = capsys.readouterr()
     assert err == ""
     assert "valid  600" in printed
     assert "chunked+gzip" in printed
-    assert _call(["check", root, "--deep"]) == 1
+    assert _call(["check", "--data", root, "--deep"]) == 1
     printed, err = capsys.readouterr()
     assert printed == ""  # nothing is printed before the failure
     assert err == f"pcam check: error: {_damaged(x, 'patches', first, first + rows - 1, 'x')}\n"
@@ -476,16 +476,16 @@ def test_check_deep_on_good_files_prints_the_summary_and_one_more_line(
 ) -> None:
     write_split(tmp_path, "train", 64, seed=0, with_mask=True)
     write_split(tmp_path, "valid", 16, seed=0, chunked=True, compression="gzip")
-    assert _call(["check", tmp_path]) == 0
+    assert _call(["check", "--data", tmp_path]) == 0
     plain, _ = capsys.readouterr()
-    assert _call(["check", tmp_path, "--deep"]) == 0
+    assert _call(["check", "--data", tmp_path, "--deep"]) == 0
     printed, err = capsys.readouterr()
     assert err == ""
     summary, last = printed.rstrip("\n").rsplit("\n", 1)
     assert summary + "\n" == plain
     assert last.startswith("deep check: every patch, label and mask read back (80 patches in ")
     assert last.endswith(" s)")
-    assert _call(["check", tmp_path, "--deep", "--split", "valid"]) == 0
+    assert _call(["check", "--data", tmp_path, "--deep", "--split", "valid"]) == 0
     assert "(16 patches in " in capsys.readouterr().out
 
 
@@ -496,6 +496,6 @@ def test_check_deep_names_a_damaged_label_chunk(
     y = layout.h5_path(root, "valid", "y")
     _rewrite_chunked(y, "y", 8)
     _garble_chunk(y, "y", 296)
-    assert _call(["check", root, "--deep"]) == 1
+    assert _call(["check", "--data", root, "--deep"]) == 1
     printed, err = capsys.readouterr()
     assert (printed, err) == ("", f"pcam check: error: {_damaged(y, 'labels', 296, 303, 'y')}\n")

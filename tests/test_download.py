@@ -297,7 +297,7 @@ def test_cli_download(
     monkeypatch.setenv(URL_ENV, server.url)
     # the command uses the real table; point it at the fixture table instead
     monkeypatch.setattr(pcam.download, "download", functools.partial(download, table=server.table))
-    assert cli.main(["download", str(tmp_path / "d"), "--splits", "valid"]) == 0
+    assert cli.main(["download", "--out", str(tmp_path / "d"), "--splits", "valid"]) == 0
     out = capsys.readouterr().out
     assert out.count("verified") == 3
     assert (tmp_path / "d" / layout.h5_name("valid", "x")).exists()
@@ -307,7 +307,7 @@ def test_cli_server_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv(URL_ENV, _dead_url())
-    assert cli.main(["download", str(tmp_path), "--splits", "valid"]) == 1
+    assert cli.main(["download", "--out", str(tmp_path), "--splits", "valid"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("pcam download: error: ")
     assert err.count("\n") == 1

@@ -15,7 +15,7 @@ pytest.importorskip("tensorflow")
 from pcam.cli import main
 from tests.conftest import deterministic_config
 
-PHASE_TWO = ["--model", "small", "--epochs", "1", "--batch-size", "64"]
+PHASE_TWO = ["--arch", "small", "--epochs", "1", "--batch-size", "64"]
 PHASE_TWO += ["--max-train-samples", "128", "--lr", "1e-3", "--lr-schedule", "constant"]
 FROZEN = ("block1_conv", "block1_bn", "block2_conv", "block2_bn", "block3_bn", "block4_bn")
 TRAINED = ("block3_conv", "block4_conv", "pcam_tumour")
@@ -104,7 +104,7 @@ def test_train_takes_weights_none_like_fullcheck(
     out = str(tmp_path / "out")
     for argv in (
         ["train", "--data", str(synthetic_root), "--out", out, "--weights", spelling],
-        ["fullcheck", str(synthetic_root), "--out", out, "--weights", spelling],
+        ["fullcheck", "--data", str(synthetic_root), "--out", out, "--weights", spelling],
     ):
         with pytest.raises(SystemExit):
             main(argv)
@@ -162,7 +162,7 @@ def test_fullcheck_two_phase_trains_the_head_then_the_top_from_it(
     from pcam.fullcheck import SUMMARY_FILE
 
     out = tmp_path / "check"
-    argv = ["fullcheck", str(synthetic_root), "--out", str(out), "--model", "small"]
+    argv = ["fullcheck", "--data", str(synthetic_root), "--out", str(out), "--arch", "small"]
     argv += ["--weights", "none", "--epochs", "2", "--batch-size", "64", "--lr", "1e-4"]
     argv += ["--max-train-samples", "128", "--eval-split", "valid", "--no-tta"]
     argv += ["--min-accuracy", "0", "--min-auc", "0", "--two-phase", "--head-epochs", "1"]

@@ -35,10 +35,11 @@ def _sample() -> Path:
 def _fullcheck(sample: Path, out: Path, *extra: str) -> list[str]:
     return [
         "fullcheck",
+        "--data",
         str(sample),
         "--out",
         str(out),
-        "--model",
+        "--arch",
         "small",
         "--weights",
         "none",
@@ -163,6 +164,6 @@ def test_fullcheck_rejects_out_of_range_options(
     flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as stop:
-        main(["fullcheck", str(tmp_path), "--out", str(tmp_path / "out"), flag, value])
+        main(["fullcheck", "--data", str(tmp_path), "--out", str(tmp_path / "out"), flag, value])
     assert stop.value.code == 2
     _assert_one_line_error(capsys.readouterr().err, "pcam fullcheck: error: ")

@@ -7,6 +7,7 @@ independently of :mod:`pcam.heads`.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from PIL import Image  # noqa: E402
 
 from pcam.cli import main  # noqa: E402
 from pcam.errors import InvalidArgumentError  # noqa: E402
-from pcam.heads import SUPPORTED_HEADS, Head, head_of  # noqa: E402
+from pcam.heads import SUPPORTED_HEADS, Head, head_of, unsupported_head  # noqa: E402
 from pcam.testing import write_split  # noqa: E402
 from pcam.testing.models import HEAD_FORMS, tiny_model  # noqa: E402
 
@@ -63,22 +64,153 @@ def test_tumour_probabilities_read_each_head_form(
 
 
 @pytest.mark.parametrize(
-    ("head", "described"),
+    ("units", "outputs", "expected"),
     [
-        ("dense_sigmoid", "Dense(1, sigmoid)"),
-        ("activation_sigmoid", "Dense(1) + Activation('sigmoid')"),
-        ("mixed_activation_sigmoid", "Dense(1) + Activation('sigmoid')"),
-        ("logit", "Dense(1) logits"),
-        ("softmax", "Dense(2, softmax)"),
-        ("softmax_layer", "Dense(2) + Activation('softmax')"),
-        ("two_logits", "Dense(2) logits"),
+        (1, [[12.0], [-12.0]], [0.9999938558253978, 6.144174602214718e-06]),
+        (2, [[0.0, 12.0], [3.0, -9.0]], [0.9999938558253978, 6.144174602214718e-06]),
     ],
 )
-def test_head_of_finds_the_dense_layer_of_each_form(head: Any, described: str) -> None:
+def test_float16_logits_are_read_in_float64(
+    units: int, outputs: list[list[float]], expected: list[float]
+) -> None:
+    """A mixed-precision model outputs float16 logits: a logit of 12 is 0.99999386, not 1.0.
+
+    (The sigmoid computed in float16 rounds to 1.0, whose spacing there is 1e-3.)
+    """
+    head = Head(_Dense(units), "linear", separate=False)
+    got = head.tumour_probabilities(np.asarray(outputs, np.float16))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert got[0] < 1.0
+
+
+def test_float32_probabilities_keep_their_float32_values() -> None:
+    """A sigmoid or softmax head's float32 output is widened exactly, column 1 for softmax."""
+    outputs = np.asarray([[0.2], [0.7]], np.float32)
+    got = Head(_Dense(1), "sigmoid", separate=True).tumour_probabilities(outputs)
+    assert got.dtype == np.float64
+    assert got.tolist() == [float(np.float32(0.2)), float(np.float32(0.7))]
+    both = np.asarray([[0.9, 0.1], [0.4, 0.6]], np.float32)
+    got = Head(_Dense(2), "softmax", separate=False).tumour_probabilities(both)
+    assert got.dtype == np.float64
+    assert got.tolist() == [float(np.float32(0.1)), float(np.float32(0.6))]
+
+
+@pytest.mark.parametrize(
+    ("head", "described", "separate"),
+    [
+        ("dense_sigmoid", "Dense(1, sigmoid)", False),
+        ("activation_sigmoid", "Dense(1) + Activation('sigmoid')", True),
+        ("mixed_activation_sigmoid", "Dense(1) + Activation('sigmoid')", True),
+        ("logit", "Dense(1) logits", False),
+        ("softmax", "Dense(2, softmax)", False),
+        ("softmax_layer", "Dense(2) + Activation('softmax')", True),
+        ("two_logits", "Dense(2) logits", False),
+    ],
+)
+def test_head_of_finds_the_dense_layer_of_each_form(
+    head: Any, described: str, separate: bool
+) -> None:
     model = tiny_model(seed=0, head=head)
     found = head_of(model)
     assert found.dense is model.get_layer("tumour")
     assert found.describe() == described
+    assert found.separate is separate
+
+
+def _dense_then(after: Any, units: int = 2) -> Any:
+    """A small functional model: features, ``Dense(units)`` named ``tumour``, then ``after``."""
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, after(keras.layers.Dense(units, name="tumour")(inputs)))
+
+
+@pytest.mark.parametrize("axis", [-1, (-1,), [-1], 1, (1,), [1]])
+def test_a_softmax_layer_over_the_class_axis_is_a_head_however_the_axis_is_spelt(
+    axis: Any,
+) -> None:
+    """On ``[B, 2]`` logits, axis 1 is the last axis, as an int, a tuple or a list."""
+    model = _dense_then(keras.layers.Softmax(axis=axis, name="probabilities"))
+    found = head_of(model)
+    assert found.dense is model.get_layer("tumour")
+    assert (found.activation, found.separate) == ("softmax", True)
+    assert unsupported_head(model) is None
+
+
+@pytest.mark.parametrize("axis", [0, -2, (0,), [0]])
+def test_a_softmax_layer_over_the_batch_is_not_a_head(axis: Any) -> None:
+    """A softmax across the patches of a batch is no class probability: refused, by name."""
+    model = _dense_then(keras.layers.Softmax(axis=axis, name="probabilities"))
+    assert unsupported_head(model) == "a last layer 'probabilities' of type Softmax"
+
+
+def test_a_two_layer_sequential_model_is_a_head() -> None:
+    """The smallest model with a separate activation: ``Dense(1)`` and its sigmoid, alone."""
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(1, name="tumour"),
+            keras.layers.Activation("sigmoid"),
+        ]
+    )
+    assert len(model.layers) == 2
+    found = head_of(model)
+    assert found.dense is model.get_layer("tumour")
+    assert found.describe() == "Dense(1) + Activation('sigmoid')"
+
+
+@pytest.mark.parametrize(
+    ("model", "found"),
+    [
+        (object(), "a model without layers"),
+        (keras.Sequential(name="empty"), "a model without layers"),
+    ],
+    ids=["not-a-model", "empty"],
+)
+def test_something_without_layers_is_refused_in_one_line(model: Any, found: str) -> None:
+    assert unsupported_head(model) == found
+    with pytest.raises(InvalidArgumentError) as caught:
+        head_of(model)
+    assert str(caught.value) == f"model: expected {SUPPORTED_HEADS}, found {found!r}"
+
+
+def test_an_activation_after_a_pooling_layer_is_refused() -> None:
+    """A fully convolutional classifier (Conv2D(1), pooling, sigmoid) has no Dense logits."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.Conv2D(1, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Activation("sigmoid", name="probability")(x))
+    assert unsupported_head(model) == (
+        "a last layer 'probability' (sigmoid) that does not follow a Dense layer"
+    )
+
+
+class _Subclassed(keras.Model):
+    """``Dense(1)`` then a sigmoid in ``call``: the layers have no graph to read the wiring from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.tumour = keras.layers.Dense(1, name="tumour")
+        self.probability = keras.layers.Activation("sigmoid", name="probability")
+
+    def call(self, images: Any) -> Any:
+        return self.probability(self.tumour(self.pool(images)))
+
+
+def test_a_subclassed_model_whose_wiring_cannot_be_read_is_refused() -> None:
+    """Its last two layers look like a head, but nothing says the Dense feeds the sigmoid."""
+    model = _Subclassed()
+    model(np.zeros((1, 8, 8, 3), np.float32))
+    assert [layer.name for layer in model.layers][-2:] == ["tumour", "probability"]
+    assert unsupported_head(model) == (
+        "a last layer 'probability' (sigmoid) that does not follow a Dense layer"
+    )
+
+
+def test_an_activation_without_a_name_is_refused_as_unknown() -> None:
+    """A ``functools.partial`` has no ``__name__``: the activation is 'unknown', not a crash."""
+    leaky = functools.partial(keras.activations.leaky_relu, negative_slope=0.1)
+    model = _dense_then(keras.layers.Activation(leaky, name="leaky"), units=1)
+    assert unsupported_head(model) == "a Dense layer 'tumour' with activation 'unknown'"
 
 
 def test_an_unsupported_head_is_one_line_naming_the_supported_ones() -> None:

@@ -102,9 +102,9 @@ def test_os_errors_become_one_line_with_the_path_and_a_hint(number: int, hint: s
 
 
 def _full_hint(start: str) -> str:
-    from pcam.cli import _OS_HINTS
+    from pcam.cli import OS_HINTS
 
-    matches = [text for text in _OS_HINTS.values() if text.startswith(start)]
+    matches = [text for text in OS_HINTS.values() if text.startswith(start)]
     assert matches, start
     return matches[0]
 
@@ -112,13 +112,13 @@ def _full_hint(start: str) -> str:
 def test_an_os_error_reaching_the_cli_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    import pcam.cli
+    import pcam.cli.commands.check
 
     def full_disk(args: Any) -> int:
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.h5"))
 
-    monkeypatch.setattr(pcam.cli, "_run_check", full_disk)
-    assert main(["check", str(tmp_path)]) == 1
+    monkeypatch.setattr(pcam.cli.commands.check, "run", full_disk)
+    assert main(["check", "--data", str(tmp_path)]) == 1
     assert capsys.readouterr().err == (
         f"pcam check: error: {tmp_path / 'x.h5'}: expected a path to read or write, found the "
         "system error 'No space left on device'; free some space and run the same command "
@@ -141,9 +141,9 @@ def _commands(data: Path, model: Path, out: Path) -> dict[str, list[str | Path]]
     """Every command that writes, with ``out`` as its output."""
     x_file = layout.h5_path(data, "valid", "x")
     return {
-        "synth": ["synth", out, "--n", "8", "--splits", "valid"],
-        "download": ["download", out, "--splits", "valid"],
-        "train": ["train", "--data", data, "--out", out, "--model", "small", "--epochs", "1"],
+        "synth": ["synth", "--out", out, "--n", "8", "--splits", "valid"],
+        "download": ["download", "--out", out, "--splits", "valid"],
+        "train": ["train", "--data", data, "--out", out, "--arch", "small", "--epochs", "1"],
         "evaluate": [
             "evaluate",
             "--model",
@@ -158,7 +158,17 @@ def _commands(data: Path, model: Path, out: Path) -> dict[str, list[str | Path]]
         "explain": ["explain", "--model", model, "--data", data, "--n", "2", "--out", out],
         "predict": ["predict", "--model", model, x_file, "--out", out / "p.csv"],
         "demo": ["demo", "--out", out],
-        "fullcheck": ["fullcheck", data, "--out", out, "--model", "small", "--weights", "none"],
+        "fullcheck": [
+            "fullcheck",
+            "--data",
+            data,
+            "--out",
+            out,
+            "--arch",
+            "small",
+            "--weights",
+            "none",
+        ],
     }
 
 
@@ -240,7 +250,7 @@ def test_a_full_disk_after_the_work_is_one_line_and_leaves_nothing(
         "evaluate": ["evaluate", "--model", model, "--data", tiny_data, "--split", "valid"],
         "explain": ["explain", "--model", model, "--data", tiny_data, "--n", "4"],
         "predict": ["predict", "--model", model, layout.h5_path(tiny_data, "valid", "x")],
-        "synth": ["synth", work / written, "--n", "64", "--splits", "valid"],
+        "synth": ["synth", "--out", work / written, "--n", "64", "--splits", "valid"],
     }
     argv = commands[command]
     if command != "synth":
@@ -259,7 +269,7 @@ def test_a_full_disk_while_the_model_is_saved_leaves_nothing_and_the_run_starts_
     tiny_data: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    argv: list[str | Path] = ["train", "--data", tiny_data, "--out", run, "--model", "small"]
+    argv: list[str | Path] = ["train", "--data", tiny_data, "--out", run, "--arch", "small"]
     argv += ["--epochs", "1", "--batch-size", "32"]
     result = _pcam(argv, cwd=tmp_path, file_limit=200_000)  # the model is about 1.3 MB
     assert result.returncode == 1, result.stderr

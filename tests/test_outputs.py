@@ -380,7 +380,7 @@ def test_synth_overwrite_never_replaces_files_it_did_not_write(
     with h5py.File(real, "w") as handle:  # a PCam file from elsewhere (downloaded, say)
         handle.create_dataset("x", data=np.zeros((2, 96, 96, 3), np.uint8))
     before = _tree(data)
-    argv = ["synth", str(data), "--splits", "valid", "--n", "16", "--overwrite"]
+    argv = ["synth", "--out", str(data), "--splits", "valid", "--n", "16", "--overwrite"]
     assert main(argv) == 1
     assert capsys.readouterr().err == (
         f"pcam synth: error: {real}: expected a file that pcam synth wrote, to replace with "

@@ -184,7 +184,7 @@ def test_train_on_a_damaged_h5_file_is_one_line_and_leaves_no_run(
     rows = _chunk_rows(x, "x")
     first = _flip_middle(x, "x")
     run = tmp_path / "run"
-    argv: list[str | Path] = ["train", "--data", root, "--out", run, "--model", "small"]
+    argv: list[str | Path] = ["train", "--data", root, "--out", run, "--arch", "small"]
     assert _call([*argv, "--epochs", "1", "--batch-size", "32"]) == 1
     _, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if line.startswith("pcam train:")]

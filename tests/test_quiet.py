@@ -107,7 +107,7 @@ def test_the_command_prints_only_its_own_lines(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "PCAM_TF_LOG")}
     env["CUDA_VISIBLE_DEVICES"] = ""
     train = [sys.executable, "-m", "pcam", "train", "--data", str(data), "--out"]
-    train += [str(tmp_path / "run"), "--model", "small", "--epochs", "1", "--batch-size", "32"]
+    train += [str(tmp_path / "run"), "--arch", "small", "--epochs", "1", "--batch-size", "32"]
     evaluate = [sys.executable, "-m", "pcam", "evaluate", "--model"]
     evaluate += [str(tmp_path / "run" / "model.keras"), "--data", str(data), "--split", "valid"]
     for command in (train, [*evaluate, "--out", str(tmp_path / "report")]):

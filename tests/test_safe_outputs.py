@@ -142,7 +142,17 @@ def test_fullcheck_refuses_a_folder_holding_other_files(
     (out / "run").mkdir()
     (out / "run" / "keep.txt").write_text("mine")
     before = _tree(out)
-    argv = ["fullcheck", str(data), "--out", str(out), "--model", "small", "--weights", "none"]
+    argv = [
+        "fullcheck",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--arch",
+        "small",
+        "--weights",
+        "none",
+    ]
     assert main([*argv, "--overwrite"]) == 1
     assert capsys.readouterr().err == (
         f"pcam fullcheck: error: {out}: expected a new or empty folder, or a full check folder "

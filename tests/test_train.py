@@ -71,7 +71,7 @@ def test_a_killed_run_resumes_with_the_right_epochs_and_bit_identical_weights(
         str(synthetic_root),
         "--out",
         str(run),
-        "--model",
+        "--arch",
         "small",
         "--epochs",
         "4",
@@ -136,7 +136,7 @@ def test_a_finished_run_is_not_trained_over_without_overwrite(
     (run / "training_log.csv").write_text("epoch,loss\n0,0.5\n")
     write_marker(run, "run")  # as pcam train leaves it
     before = {p.name: p.read_bytes() for p in run.iterdir()}
-    argv = ["train", "--data", str(synthetic_root), "--out", str(run), "--model", "small"]
+    argv = ["train", "--data", str(synthetic_root), "--out", str(run), "--arch", "small"]
     assert main(argv) == 1
     assert "pass --overwrite" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
@@ -173,7 +173,7 @@ def test_precision_and_xla_follow_the_flags_and_default_off_without_a_gpu(
 
     monkeypatch.setattr(keras.Model, "fit", spy_fit)
     assert not pcam.train.gpu_present()
-    common = ["--data", str(synthetic_root), "--model", "small", "--epochs", "1"]
+    common = ["--data", str(synthetic_root), "--arch", "small", "--epochs", "1"]
     common += ["--max-train-samples", "64", "--batch-size", "32"]
     assert main(["train", *common, "--out", str(tmp_path / "default")]) == 0
     assert seen == {"jit_compile": False, "policy": "float32"}
@@ -196,7 +196,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import sys
 from pcam.cli import main
 sys.exit(main(["train", "--data", {str(synthetic_root)!r}, "--out", {str(tmp_path / "run")!r},
-               "--model", "small", "--strategy", "mirrored", "--batch-size", "33"]))
+               "--arch", "small", "--strategy", "mirrored", "--batch-size", "33"]))
 """
     result = subprocess.run(
         [sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=300

@@ -11,10 +11,46 @@ Importing this package is cheap: it imports neither Streamlit nor TensorFlow.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Final
 
 SCRIPT: Final = Path(__file__).with_name("streamlit_app.py")
 """The Streamlit script of the app, for ``streamlit run SCRIPT -- [--model PATH]``."""
 
-__all__ = ["SCRIPT"]
+__all__ = ["SCRIPT", "streamlit_command"]
+
+
+def streamlit_command(
+    address: str, port: int, *, max_upload_mb: int, model: Path | None = None
+) -> list[str]:
+    """The ``python -m streamlit run`` command that serves the app on ``address:port``.
+
+    Headless, without file watching or usage statistics, uploads limited to ``max_upload_mb``
+    (:data:`pcam.app.logic.MAX_UPLOAD_MB`); ``model`` (made absolute) is passed to the page.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(SCRIPT),
+        "--server.address",
+        address,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "viewer",
+        "--server.maxUploadSize",
+        str(max_upload_mb),
+        "--",
+    ]
+    if model is not None:
+        command += ["--model", str(model.resolve())]
+    return command

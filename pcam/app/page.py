@@ -262,7 +262,13 @@ def _results(
     threshold = settings["threshold"]
     names, notes = [item.name for item in ready], [item.note for item in ready]
     rows = logic.make_rows(names, found, notes, threshold)
+    _batch_table(rows, found, threshold)
+    shown_overlays = _overlays(path, stamp, key, patches, found, settings)
+    _patch_details(patches, rows, shown_overlays, settings)
 
+
+def _batch_table(rows: Sequence[logic.Row], found: logic.Predictions, threshold: float) -> None:
+    """The batch table, what its inference times mean, and its CSV download."""
     st.subheader(f"Batch: {len(rows)} patch{'es' if len(rows) != 1 else ''}")
     st.dataframe(
         logic.table_columns(rows),
@@ -288,23 +294,42 @@ def _results(
         on_click="ignore",
     )
 
+
+def _overlays(
+    path: str,
+    stamp: Any,
+    key: str,
+    patches: npt.NDArray[np.uint8],
+    found: logic.Predictions,
+    settings: dict[str, Any],
+) -> list[npt.NDArray[np.uint8]] | None:
+    """The Grad-CAM overlays to show, or ``None`` (switched off, or no map for this model)."""
     layer = settings["layer"]
-    shown_overlays: list[npt.NDArray[np.uint8]] | None = None
     if not settings["gradcam"]:  # no explainer, no map: nothing of Grad-CAM is computed
         st.caption("Grad-CAM maps are off (sidebar): probabilities and labels only.")
-    elif layer is not None:
-        try:
-            both = maps(path, stamp, layer, key, patches)
-        except PCamError as error:
-            st.info(f"No Grad-CAM for this model: {error}")
-        else:
-            chosen = logic.select_maps(both, found.probabilities, threshold, settings["target"])
-            shown_overlays = logic.overlays(patches, chosen, settings["opacity"])
-    else:
+        return None
+    if layer is None:
         st.info("No Grad-CAM for this model: it has no spatial layer.")
+        return None
+    try:
+        both = maps(path, stamp, layer, key, patches)
+    except PCamError as error:
+        st.info(f"No Grad-CAM for this model: {error}")
+        return None
+    chosen = logic.select_maps(both, found.probabilities, settings["threshold"], settings["target"])
+    shown: list[npt.NDArray[np.uint8]] = logic.overlays(patches, chosen, settings["opacity"])
+    return shown
 
+
+def _patch_details(
+    patches: npt.NDArray[np.uint8],
+    rows: Sequence[logic.Row],
+    shown_overlays: list[npt.NDArray[np.uint8]] | None,
+    settings: dict[str, Any],
+) -> None:
+    """One row per patch: the patch, its overlay when shown, its result and confidence bar."""
     st.subheader("Patches")
-    target = logic.TARGETS[settings["target"]]
+    target, layer = logic.TARGETS[settings["target"]], settings["layer"]
     for index, row in enumerate(rows[:MAX_DETAILS]):
         if shown_overlays is not None:
             image_column, overlay_column, text_column = st.columns([1, 1, 2])

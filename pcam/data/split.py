@@ -387,15 +387,17 @@ def open_split(root: str | os.PathLike[str], split: str) -> PCamSplit:
         )
     x_path = layout.h5_path(root_path, split, "x")
     y_path = layout.h5_path(root_path, split, "y")
-    images = _inspect(x_path, "x", layout.IMAGE_SHAPE, np.dtype(np.uint8), "images")
-    label_info = _inspect(y_path, "y", layout.LABEL_SHAPE, np.dtype(np.uint8), "labels")
+    images = inspect_array_file(x_path, "x", layout.IMAGE_SHAPE, np.dtype(np.uint8), "images")
+    label_info = inspect_array_file(y_path, "y", layout.LABEL_SHAPE, np.dtype(np.uint8), "labels")
     if images.shape[0] != label_info.shape[0]:
         raise LengthMismatchError(x_path, images.shape[0], y_path, label_info.shape[0])
     labels = _read_labels(label_info)
     mask_file = layout.h5_path(root_path, split, "mask")
     mask = None
     if mask_file.exists():
-        mask = _inspect(mask_file, "mask", layout.MASK_SHAPE, np.dtype(bool), "tumour masks")
+        mask = inspect_array_file(
+            mask_file, "mask", layout.MASK_SHAPE, np.dtype(bool), "tumour masks"
+        )
         if mask.shape[0] != images.shape[0]:
             raise LengthMismatchError(
                 x_path, images.shape[0], mask_file, mask.shape[0], noun="masks"
@@ -412,10 +414,14 @@ def open_split(root: str | os.PathLike[str], split: str) -> PCamSplit:
     )
 
 
-def _inspect(
+def inspect_array_file(
     path: Path, key: str, item_shape: tuple[int, ...], dtype: np.dtype[Any], what: str
 ) -> ArrayInfo:
-    """Check one HDF5 array file against the PCam layout and describe it."""
+    """Check one HDF5 array file against the PCam layout and describe it (one-line errors).
+
+    ``key`` is its dataset, ``item_shape`` and ``dtype`` those of one row, ``what`` how the
+    messages name its content ("images", "labels"...).
+    """
     expected_file = f"an HDF5 file of PCam {what} (dataset {key!r})"
     if not path.exists():
         raise MissingFileError(path, expected_file, "run pcam synth or pcam download first")
@@ -506,3 +512,20 @@ def _read_labels(info: ArrayInfo) -> npt.NDArray[np.uint8]:
         raise LabelValueError(info.path, values, int(np.flatnonzero(bad)[0]))
     labels.setflags(write=False)
     return labels
+
+
+def find_splits(data_dir: Path, split: str | None) -> list[PCamSplit]:
+    """Open the named split, or every split whose image file is present in ``data_dir``."""
+    if split is not None:
+        return [open_split(data_dir, split)]
+    if not data_dir.is_dir():
+        open_split(data_dir, layout.SPLITS[0])  # raises the one-line error for a bad directory
+    present = [s for s in layout.SPLITS if layout.h5_path(data_dir, s, "x").exists()]
+    if not present:
+        raise MissingFileError(
+            data_dir / layout.h5_name("*", "x"),
+            "PCam image files",
+            "run pcam synth --out DIR or pcam download --out DIR first",
+            found="none in this directory",
+        )
+    return [open_split(data_dir, s) for s in present]

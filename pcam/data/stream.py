@@ -67,6 +67,66 @@ _exit_hook_lock = threading.Lock()
 _exit_hook_registered = False
 
 
+def _checked_steps(
+    reader: EpochReader, options: StreamOptions, repeat: bool, start_batch: int
+) -> int:
+    """The batches of one epoch, once ``repeat`` and ``start_batch`` are checked against it."""
+    steps = reader.num_batches()
+    if repeat and steps == 0:  # an endless stream of empty epochs would never yield
+        raise InvalidArgumentError(
+            "batch_size",
+            f"at most the {reader.order(0).size} patches of this shard",
+            options.batch_size,
+        )
+    if not isinstance(start_batch, int) or start_batch < 0:
+        raise InvalidArgumentError("start_batch", "an integer >= 0", start_batch)
+    if not repeat and start_batch % max(steps, 1):
+        raise InvalidArgumentError(
+            "start_batch",
+            f"a multiple of the {steps} batches of an epoch (repeat=False)",
+            start_batch,
+        )
+    return steps
+
+
+def _batch_positions(steps: int, repeat: bool, start_batch: int) -> tf.data.Dataset:
+    """The stream's batch numbers, counted over all epochs, from ``start_batch`` on.
+
+    With ``repeat``, one endless run. Without, one element expanded into one epoch's batch
+    numbers: each pass over the dataset draws the next epoch number, so each Keras epoch is a
+    new permutation.
+    """
+    if repeat:
+        return tf.data.Dataset.counter(start=start_batch, dtype=tf.int64)
+    counter = _EpochCounter(first=start_batch // max(steps, 1))
+
+    def next_epoch(_: tf.Tensor) -> tf.Tensor:
+        epoch = tf.numpy_function(lambda: np.int64(counter.take()), [], tf.int64, stateful=True)
+        return tf.ensure_shape(epoch, [])
+
+    return (
+        tf.data.Dataset.range(1)
+        .map(next_epoch)
+        .flat_map(lambda epoch: tf.data.Dataset.range(epoch * steps, (epoch + 1) * steps))
+    )
+
+
+def _colour_stage(dataset: tf.data.Dataset, seed: int, jitter: ColourJitter) -> tf.data.Dataset:
+    """Unpack the packed pixels and jitter their colours, seeded by ``(seed, batch number)``."""
+
+    def colour_step(packed: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
+        batch_seed = tf.stack([tf.constant(seed, tf.int64), position])
+        return jitter_colours(unpack_pixels(packed), batch_seed, jitter)
+
+    # XLA fuses unpacking and the colour map into one pass over the pixels
+    augment_colours = tf.function(colour_step, jit_compile=True)
+    return dataset.map(
+        lambda packed, labels, position: (augment_colours(packed, position), labels),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
 def _stream_options(options: StreamOptions | None, fields: dict[str, Any]) -> StreamOptions:
     """``options``, or the :class:`StreamOptions` made of ``fields`` (one-line errors)."""
     if options is not None:
@@ -146,31 +206,12 @@ def make_dataset(
     handle = open_split(root, split)
     _register_exit_hook()
     reader = EpochReader(handle, options)
-    batch_size, seed, augment = options.batch_size, options.seed, options.augment
-    drop_remainder = options.drop_remainder
-    steps = reader.num_batches()
-    if repeat and steps == 0:  # an endless stream of empty epochs would never yield
-        raise InvalidArgumentError(
-            "batch_size", f"at most the {reader.order(0).size} patches of this shard", batch_size
-        )
-    if not isinstance(start_batch, int) or start_batch < 0:
-        raise InvalidArgumentError("start_batch", "an integer >= 0", start_batch)
-    if not repeat and start_batch % max(steps, 1):
-        raise InvalidArgumentError(
-            "start_batch",
-            f"a multiple of the {steps} batches of an epoch (repeat=False)",
-            start_batch,
-        )
-    counter = _EpochCounter(first=start_batch // max(steps, 1))
-    batch_dim = batch_size if drop_remainder else None
-    if augment:  # packed 4-byte pixels, unpacked by the colour stage (see pcam.data.reader)
+    steps = _checked_steps(reader, options, repeat, start_batch)
+    batch_dim = options.batch_size if options.drop_remainder else None
+    if options.augment:  # packed 4-byte pixels, unpacked by the colour stage (pcam.data.reader)
         image_spec = tf.TensorSpec(shape=(batch_dim, *IMAGE_SHAPE[:2]), dtype=tf.uint32)
     else:
         image_spec = tf.TensorSpec(shape=(batch_dim, *IMAGE_SHAPE), dtype=tf.uint8)
-
-    def next_epoch(_: tf.Tensor) -> tf.Tensor:
-        epoch = tf.numpy_function(lambda: np.int64(counter.take()), [], tf.int64, stateful=True)
-        return tf.ensure_shape(epoch, [])
 
     def read(position: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """Batch number ``position`` counted over all epochs: epoch and step come from it."""
@@ -183,33 +224,12 @@ def make_dataset(
         )
         images = tf.ensure_shape(images, image_spec.shape)
         labels = tf.ensure_shape(labels, [batch_dim])
-        return (images, labels, position) if augment else (images, labels)
+        return (images, labels, position) if options.augment else (images, labels)
 
-    if repeat:  # one endless run of batch positions, from the first one not yet consumed
-        positions = tf.data.Dataset.counter(start=start_batch, dtype=tf.int64)
-    else:
-        # One element, expanded into that epoch's batch positions. Each pass over the dataset
-        # draws the next epoch number, so each Keras epoch is a new permutation.
-        positions = (
-            tf.data.Dataset.range(1)
-            .map(next_epoch)
-            .flat_map(lambda epoch: tf.data.Dataset.range(epoch * steps, (epoch + 1) * steps))
-        )
+    positions = _batch_positions(steps, repeat, start_batch)
     dataset = positions.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if not repeat:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
-    if augment:
-        jitter = colour_jitter or ColourJitter()
-
-        def colour_step(packed: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
-            batch_seed = tf.stack([tf.constant(seed, tf.int64), position])
-            return jitter_colours(unpack_pixels(packed), batch_seed, jitter)
-
-        # XLA fuses unpacking and the colour map into one pass over the pixels
-        augment_colours = tf.function(colour_step, jit_compile=True)
-        dataset = dataset.map(
-            lambda packed, labels, position: (augment_colours(packed, position), labels),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
+    if options.augment:
+        dataset = _colour_stage(dataset, options.seed, colour_jitter or ColourJitter())
     return dataset.prefetch(tf.data.AUTOTUNE)

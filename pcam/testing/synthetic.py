@@ -20,8 +20,8 @@ import csv
 import operator
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -316,6 +316,51 @@ def write_split(
         progress=progress,
         rng=rng,
     )
+
+
+ProgressBar = Callable[[int, str], AbstractContextManager[Callable[[int], None]]]
+"""``progress(total, description)``: a context manager yielding ``update(done)`` (a bar)."""
+
+
+def write_splits(
+    root: str | os.PathLike[str],
+    splits: Sequence[str],
+    n: int,
+    *,
+    seed: int = 0,
+    with_mask: bool = False,
+    chunked: bool = False,
+    compression: str | None = None,
+    overwrite: bool = False,
+    progress: ProgressBar | None = None,
+) -> list[Path]:
+    """Write a synthetic dataset: ``n`` train patches, ``n // 4`` (at least 1) in each other split.
+
+    The mask file goes with train only. Without ``overwrite``, every split's files are checked
+    first, so a refusal comes before any split is written. Each split gets its own seed
+    (``seed + 1000 * position``) and, with ``progress``, its own bar. Returns the files written.
+    """
+    root = Path(root)
+    if not overwrite:
+        for split in splits:
+            masked = with_mask and split == "train"
+            refuse_existing(split_outputs(root, split, with_meta=True, with_mask=masked))
+    written = []
+    for offset, split in enumerate(splits):
+        count = n if split == "train" else max(1, n // 4)
+        with progress(count, f"writing {split}") if progress else nullcontext(None) as update:
+            written += write_split(
+                root,
+                split,
+                count,
+                seed=seed + 1000 * offset,
+                with_mask=with_mask and split == "train",
+                chunked=chunked,
+                compression=compression,
+                overwrite=overwrite,
+                progress=update,
+            )
+    return written
 
 
 def _count(n: object) -> int:

@@ -1,0 +1,221 @@
+"""The package's shape: no private names across modules, short functions, the CLI as wiring."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pcam.cli import build_parser, main
+from pcam.cli.options import config_from_args, field_docs
+from pcam.config import FullCheckConfig, TrainConfig
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pcam"
+MAX_FUNCTION_LINES = 80
+
+
+def _modules() -> list[tuple[Path, ast.Module]]:
+    return [(path, ast.parse(path.read_text())) for path in sorted(PACKAGE.rglob("*.py"))]
+
+
+def test_no_module_imports_a_private_name_of_another() -> None:
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}: from {node.module} import {alias.name}"
+        for path, tree in _modules()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pcam")
+        for alias in node.names
+        if alias.name.startswith("_")
+    ]
+    assert found == []
+
+
+def test_no_function_is_longer_than_80_lines() -> None:
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} "
+        f"({(node.end_lineno or node.lineno) - node.lineno + 1} lines)"
+        for path, tree in _modules()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (node.end_lineno or node.lineno) - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert found == []
+
+
+def test_the_checks_above_can_fail(tmp_path: Path) -> None:
+    """The AST walks find what they look for (a private import, a long function)."""
+    source = "from pcam.x import _hidden\n\ndef long():\n" + "    pass\n" * 81
+    tree = ast.parse(source)
+    privates = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.name.startswith("_")
+    ]
+    [function] = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)]
+    assert privates == ["_hidden"]
+    assert (function.end_lineno or 0) - function.lineno + 1 == 82
+
+
+# -- options come from the config dataclasses ------------------------------------------------------
+
+
+def _subparser(command: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    sub: argparse.ArgumentParser = commands.choices[command]
+    return sub
+
+
+def _options_by_dest(command: str) -> dict[str, argparse.Action]:
+    return {
+        action.dest: action
+        for action in _subparser(command)._actions
+        if action.option_strings and action.help != argparse.SUPPRESS
+    }
+
+
+@pytest.mark.parametrize(
+    ("command", "config"), [("train", TrainConfig), ("fullcheck", FullCheckConfig)]
+)
+def test_every_setting_is_an_option_with_its_fields_default_and_docstring(
+    command: str, config: type
+) -> None:
+    actions = _options_by_dest(command)
+    docs = field_docs(config)
+    skipped = {"explain_patches"}  # a full-check setting of the API only
+    for field in dataclasses.fields(config):
+        if field.name in skipped:
+            continue
+        action = actions[field.name]
+        default = None if field.default is dataclasses.MISSING else field.default
+        assert action.default == default, field.name
+        assert docs[field.name]
+        assert docs[field.name] in (action.help or "").replace("%%", "%")
+    assert set(actions) - {f.name for f in dataclasses.fields(config)} == {"help"}
+
+
+def test_field_docs_are_plain_text() -> None:
+    docs = field_docs(TrainConfig)
+    assert docs["model"] == "resnet50 or small (a small CNN for fast runs on a CPU)."
+    assert "``" not in " ".join(docs.values())
+    assert ":func:" not in " ".join(docs.values())
+
+
+@pytest.mark.parametrize(
+    ("command", "config"), [("train", TrainConfig), ("fullcheck", FullCheckConfig)]
+)
+def test_the_defaults_on_the_command_line_are_the_configs(
+    command: str, config: type, tmp_path: Path
+) -> None:
+    argv = [command, "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")]
+    args = build_parser().parse_args(argv)
+    built = config_from_args(config, args)
+    assert built == config(data=str(tmp_path / "d"), out=str(tmp_path / "o"))
+
+
+def test_every_train_option_reaches_the_config(tmp_path: Path) -> None:
+    """Each option set to a value other than its default arrives in the TrainConfig."""
+    argv = ["train", "--data", "d", "--out", "o", "--arch", "small", "--weights", "imagenet"]
+    argv += ["--epochs", "3", "--batch-size", "32", "--lr", "0.002", "--patience", "7"]
+    argv += ["--max-train-samples", "100", "--seed", "9", "--freeze-backbone"]
+    argv += ["--lr-schedule", "constant", "--strategy", "mirrored", "--mixed-precision"]
+    argv += ["--no-xla", "--deterministic", "--overwrite", "--unfreeze-from", "block4_conv"]
+    built = config_from_args(TrainConfig, build_parser().parse_args(argv))
+    assert built == TrainConfig(
+        data="d",
+        out="o",
+        epochs=3,
+        batch_size=32,
+        model="small",
+        weights="imagenet",
+        freeze_backbone=True,
+        unfreeze_from="block4_conv",
+        lr=0.002,
+        lr_schedule="constant",
+        max_train_samples=100,
+        seed=9,
+        strategy="mirrored",
+        patience=7,
+        overwrite=True,
+        mixed_precision=True,
+        xla=False,
+        deterministic=True,
+    )
+
+
+# -- deprecated spellings --------------------------------------------------------------------------
+
+
+def _fake(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[Any]:
+    seen: list[Any] = []
+
+    def record(config: Any, **_: Any) -> Any:
+        seen.append(config)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(module, name, record)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "warning"),
+    [
+        (["--model", "small"], ["--arch", "small"], "--model is deprecated"),
+    ],
+)
+def test_train_model_is_a_deprecated_spelling_of_arch(
+    old: list[str],
+    new: list[str],
+    warning: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import pcam.train
+
+    seen = _fake(monkeypatch, pcam.train, "train")
+    for argv in (old, new):
+        with pytest.raises(SystemExit):
+            main(["train", "--data", "d", "--out", "o", *argv])
+    assert seen[0] == seen[1]
+    assert seen[0].model == "small"
+    err = capsys.readouterr().err
+    assert err == (f"pcam train: warning: {warning} and goes in the next release; use --arch\n")
+
+
+@pytest.mark.parametrize(
+    ("command", "positional", "flag"),
+    [
+        ("check", "DATA_DIR", "--data"),
+        ("synth", "OUT_DIR", "--out"),
+        ("download", "DEST", "--out"),
+        ("fullcheck", "DATA_DIR", "--data"),
+    ],
+)
+def test_old_positionals_still_work_with_one_warning(
+    command: str, positional: str, flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "folder"
+    extra = ["--out", str(tmp_path / "o")] if command == "fullcheck" else []
+    old = build_parser().parse_args([command, str(folder), *extra])
+    from pcam.cli.options import resolve_deprecated_positionals
+
+    def refuse(message: str) -> None:
+        raise AssertionError(message)
+
+    resolve_deprecated_positionals(old, refuse)
+    assert getattr(old, flag.lstrip("-")) == folder
+    assert capsys.readouterr().err == (
+        f"pcam {command}: warning: {positional} is deprecated and goes in the next release; "
+        f"use {flag} {positional}\n"
+    )
+    both = [command, str(folder), flag, str(folder), *extra]
+    with pytest.raises(SystemExit) as stop:
+        main(both)
+    assert stop.value.code == 2
+    assert f"pass {flag} {positional} or {positional} alone, not both" in capsys.readouterr().err
