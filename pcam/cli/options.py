@@ -24,6 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, NoReturn
 
+from pcam import layout
 from pcam.heads import DEFAULT_THRESHOLD
 
 EXIT_OK = 0
@@ -248,6 +249,18 @@ def add_tta(parser: argparse.ArgumentParser) -> None:
     """``--tta``: average predictions over the 8 symmetries of the square."""
     parser.add_argument(
         "--tta", action="store_true", help="average predictions over the 8 symmetries of the square"
+    )
+
+
+def add_splits(parser: argparse.ArgumentParser, verb: str) -> None:
+    """``--splits``: some of train, valid and test (default: all three)."""
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        choices=layout.SPLITS,
+        default=list(layout.SPLITS),
+        metavar="SPLIT",
+        help=f"splits to {verb} (default: train valid test)",
     )
 
 

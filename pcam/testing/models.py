@@ -8,7 +8,7 @@ reads (:mod:`pcam.heads`), to test that every command accepts each of them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 HeadForm = Literal[
     "dense_sigmoid",
@@ -19,15 +19,7 @@ HeadForm = Literal[
     "softmax_layer",
     "two_logits",
 ]
-HEAD_FORMS: tuple[HeadForm, ...] = (
-    "dense_sigmoid",
-    "activation_sigmoid",
-    "mixed_activation_sigmoid",
-    "logit",
-    "softmax",
-    "softmax_layer",
-    "two_logits",
-)
+HEAD_FORMS: tuple[HeadForm, ...] = get_args(HeadForm)
 """The head forms of :func:`tiny_model`, one per row of :mod:`pcam.heads` (and mixed precision)."""
 
 

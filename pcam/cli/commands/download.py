@@ -6,7 +6,6 @@ import argparse
 import sys
 from typing import Any, NoReturn
 
-from pcam import layout
 from pcam.cli import options
 
 
@@ -22,14 +21,7 @@ def add(commands: Any) -> argparse.ArgumentParser:
     )
     options.add_out(parser, "directory to download into", required=False)
     options.add_deprecated_positional(parser, "DEST", "--out")
-    parser.add_argument(
-        "--splits",
-        nargs="+",
-        choices=layout.SPLITS,
-        default=list(layout.SPLITS),
-        metavar="SPLIT",
-        help="splits to download (default: train valid test)",
-    )
+    options.add_splits(parser, "download")
     options.add_overwrite(parser, "download again files already present")
     parser.add_argument("--keep-gz", action="store_true", help="keep the verified .gz files")
     parser.add_argument(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pcam import layout
 from pcam.cli import options
 from pcam.data.split import open_split
 from pcam.report import split_summary
@@ -21,14 +20,7 @@ def add(commands: Any) -> argparse.ArgumentParser:
     )
     options.add_out(parser, "directory to write the PCam files to", required=False)
     options.add_deprecated_positional(parser, "OUT_DIR", "--out")
-    parser.add_argument(
-        "--splits",
-        nargs="+",
-        choices=layout.SPLITS,
-        default=list(layout.SPLITS),
-        metavar="SPLIT",
-        help="splits to write (default: train valid test)",
-    )
+    options.add_splits(parser, "write")
     parser.add_argument(
         "--n",
         type=options.count,
