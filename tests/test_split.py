@@ -440,3 +440,47 @@ def test_read_meta_keeps_line_breaks_inside_quoted_fields(tmp_path: Path) -> Non
             handle.write(f'{i},0,0,False,False,"slide\r\n{i}"\r\n')
     rows = open_split(tmp_path, "valid").read_meta()
     assert [row["wsi"] for row in rows] == ["slide\r\n0", "slide\r\n1", "slide\r\n2"]
+
+
+# -- find_splits: what pcam check opens ---------------------------------------------------------
+
+
+def test_find_splits_opens_the_named_split_or_every_present_one_in_order(tmp_path: Path) -> None:
+    from pcam.data.split import find_splits
+
+    write_split(tmp_path, "test", 8, seed=1)
+    write_split(tmp_path, "valid", 12, seed=2)  # written after test: the order is the layout's
+    found = find_splits(tmp_path, None)
+    assert [(s.split, len(s)) for s in found] == [("valid", 12), ("test", 8)]
+    [named] = find_splits(tmp_path, "test")
+    assert (named.split, len(named)) == ("test", 8)
+    with pytest.raises(MissingFileError, match=r"camelyonpatch_level_2_split_train_x\.h5"):
+        find_splits(tmp_path, "train")
+
+
+def test_find_splits_in_a_folder_without_pcam_files_is_one_line(tmp_path: Path) -> None:
+    from pcam.data.split import find_splits
+
+    (tmp_path / "camelyonpatch_level_2_split_train_y.h5").write_bytes(b"labels alone")
+    with pytest.raises(MissingFileError) as caught:
+        find_splits(tmp_path, None)
+    assert str(caught.value) == (
+        f"{tmp_path / 'camelyonpatch_level_2_split_*_x.h5'}: expected PCam image files, found "
+        "none in this directory; run pcam synth --out DIR or pcam download --out DIR first"
+    )
+
+
+def test_find_splits_of_a_missing_folder_or_a_file_is_the_split_error(tmp_path: Path) -> None:
+    from pcam.data.split import find_splits
+
+    missing = tmp_path / "nowhere"
+    with pytest.raises(MissingFileError) as caught:
+        find_splits(missing, None)
+    with pytest.raises(MissingFileError) as expected:
+        open_split(missing, "train")
+    assert str(caught.value) == str(expected.value)
+    a_file = tmp_path / "file"
+    a_file.write_text("not a folder")
+    with pytest.raises(MissingFileError) as caught_file:
+        find_splits(a_file, None)
+    assert str(a_file) in str(caught_file.value)
