@@ -16,6 +16,7 @@ from pcam.data.d4 import NUM_SYMMETRIES, apply_one  # noqa: E402
 from pcam.errors import InvalidArgumentError  # noqa: E402
 from pcam.gradcam import METHODS, GradCAM, spatial_layers, upsample  # noqa: E402
 from pcam.model import build_model  # noqa: E402
+from tests.test_heads import expected_tumour_probability  # noqa: E402
 
 
 def _patches(count: int, seed: int = 0) -> npt.NDArray[np.uint8]:
@@ -396,6 +397,23 @@ def test_every_method_equals_its_numpy_oracle_even_when_saturated(
         assert np.all(probabilities < 1e-17)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64])
+def test_a_class_index_taken_from_a_label_array_is_a_class_index(
+    oracle_cams: dict[tuple[float, str], tuple[Any, GradCAM]], dtype: Any
+) -> None:
+    """A label taken from PCam's uint8 label array (or an int64 one) selects its class.
+
+    The same class as the Python int, through the same compiled function.
+    """
+    model, cam = oracle_cams[(0.0, "gradcam")]
+    images = _oracle_images(3, seed=6)
+    for label in np.array([1, 0], dtype):
+        maps, probabilities = cam.explain(images, label)
+        np.testing.assert_allclose(maps, _oracle(model, images, "gradcam", int(label)), atol=1e-5)
+        np.testing.assert_array_equal(maps, cam.heatmaps(images, int(label)))
+        np.testing.assert_allclose(probabilities, model.predict(images, verbose=0)[:, 0], rtol=1e-5)
+
+
 @pytest.mark.parametrize("method", ["gradcam", "layercam"])
 @pytest.mark.parametrize("scale", [1e-12, 1e-30, 1e6])
 def test_a_map_is_normalised_by_its_own_peak_however_small(
@@ -521,20 +539,6 @@ def _oracle_head_model(head: str, units_bias: float, seed: int = 0) -> Any:
     return model
 
 
-def _expected_tumour_probability(head: str, outputs: Any) -> npt.NDArray[np.float64]:
-    """Class 1's probability from a head's raw outputs, written out per form."""
-    values = np.asarray(outputs, np.float64)
-    if head in ("dense_sigmoid", "activation_sigmoid", "mixed_activation_sigmoid"):
-        return values[:, 0]
-    if head == "logit":
-        return 1.0 / (1.0 + np.exp(-values[:, 0]))
-    if head in ("softmax", "softmax_layer"):
-        return values[:, 1]
-    exps = np.exp(values - values.max(axis=1, keepdims=True))
-    result: npt.NDArray[np.float64] = exps[:, 1] / exps.sum(axis=1)
-    return result
-
-
 @pytest.fixture(scope="module")
 def head_cams() -> dict[tuple[str, float], tuple[Any, dict[str, GradCAM]]]:
     """``(head, bias) -> (model, {method: GradCAM})`` for every head, moderate and saturated."""
@@ -572,7 +576,7 @@ def test_every_head_form_equals_the_oracle_for_both_classes_even_when_saturated(
     expected = _oracle(model, images, method, class_index)
     np.testing.assert_allclose(maps, expected, atol=2e-2 if mixed else 1e-5)
     assert np.all(maps.max(axis=(1, 2)) == pytest.approx(1.0))  # real maps, not all zero
-    wanted = _expected_tumour_probability(head, model.predict(images, verbose=0))
+    wanted = expected_tumour_probability(head, model.predict(images, verbose=0))
     if mixed:
         np.testing.assert_allclose(probabilities, wanted, atol=2e-3)
     else:
@@ -637,5 +641,5 @@ def test_every_head_form_after_a_nested_keras_applications_backbone(
         expected = _normalised(np.maximum(features @ _score_vector(model, class_index), 0.0))
         np.testing.assert_allclose(maps, expected, atol=2e-2 if "mixed" in head else 1e-4)
         np.testing.assert_allclose(
-            probabilities, _expected_tumour_probability(head, outputs), atol=2e-3
+            probabilities, expected_tumour_probability(head, outputs), atol=2e-3
         )

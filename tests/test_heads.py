@@ -75,7 +75,7 @@ def test_float16_logits_are_read_in_float64(
 ) -> None:
     """A mixed-precision model outputs float16 logits: a logit of 12 is 0.99999386, not 1.0.
 
-    (The sigmoid computed in float16 rounds to 1.0, whose spacing there is 1e-3.)
+    (Computed in float16 the sigmoid is 1.0: float16 has nothing between 1 - 2**-11 and 1.)
     """
     head = Head(_Dense(units), "linear", separate=False)
     got = head.tumour_probabilities(np.asarray(outputs, np.float16))
@@ -183,7 +183,7 @@ def test_an_activation_after_a_pooling_layer_is_refused() -> None:
     )
 
 
-class _Subclassed(keras.Model):
+class _Subclassed(keras.Model):  # type: ignore[misc,name-defined]
     """``Dense(1)`` then a sigmoid in ``call``: the layers have no graph to read the wiring from."""
 
     def __init__(self) -> None:

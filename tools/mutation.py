@@ -23,8 +23,8 @@ skips (``# pragma: no mutate`` lines generate none; ``skipped`` is for mutants i
 loop is a detected bug); ``crashed``: the test process died (mutmut's ``segfault``, a signal).
 ``survived``, ``no tests`` (no selected test calls the mutated function) and ``suspicious``
 count against the score. ``--mutants GLOB`` (repeatable; mutmut's own name filter, e.g.
-``'pcam.data.split.x__inspect__*'``) runs only the mutants whose names match, and the score, the
-counts and the survivors are then those of that subset alone: the report marks such a run
+``'pcam.data.split.x_inspect_array_file__*'``) runs only the mutants whose names match, and the
+score, the counts and the survivors are then those of that subset alone: the report marks such a run
 ``subset``. It is for rerunning the survivors of a slow module after adding tests; the full run,
 without ``--mutants``, is the one that measures a module. Survivors listed in
 ``tools/mutation_equivalents.toml`` with a reason are shown apart from the unexplained ones, but
@@ -104,6 +104,7 @@ TESTS_FOR: dict[str, tuple[str, ...]] = {
     "pcam/metrics.py": ("tests/test_metrics.py",),
     "pcam/cam_quality.py": ("tests/test_cam_quality.py",),
     "pcam/gradcam.py": ("tests/test_gradcam.py",),
+    "pcam/heads.py": ("tests/test_heads.py", "tests/test_gradcam.py"),
 }
 """Each mutated module and its own test files: a mutant must be killed by these alone."""
 
@@ -114,16 +115,16 @@ NOT_MUTATED: dict[str, tuple[str, ...]] = {
         "spatial_layers",
         "_output_shape",
         "_find_layer",
-        "_head_of",
         "_forward_function",
         "_check_forward",
     ),
 }
 """Functions left out of a module's mutation, by name: the issue asks for Grad-CAM's arithmetic
 (the score, the gradients, the weights, the maps, their normalisation and upsampling), not its
-model plumbing (finding layers and the head, building the forward function, checking inputs),
-whose failures are loud errors that the Grad-CAM tests already meet. The copy marks each such
-``def`` ``# pragma: no mutate block``; the package source stays unmarked."""
+model plumbing (finding layers, building the forward function, checking inputs), whose failures
+are loud errors that the Grad-CAM tests already meet. Reading the head is :mod:`pcam.heads`,
+mutated whole. The copy marks each such ``def`` ``# pragma: no mutate block``; the package
+source stays unmarked."""
 
 PRELOADED = ("numpy", "h5py", "sklearn", "hypothesis", "tensorflow", "keras")
 """Third-party modules the fork server imports before it forks the workers of a TensorFlow module
