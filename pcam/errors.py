@@ -51,18 +51,25 @@ class OutputPathError(PCamError, OSError):
         )
 
 
-class UnreadableFileError(PCamError, OSError):
+class ExpectedFoundError(PCamError):
+    """The common form: ``WHERE: expected WHAT, found WHAT; WHAT TO DO``."""
+
+    def __init__(self, where: object, expected: str, found: str, hint: str) -> None:
+        super().__init__(f"{where}: expected {expected}, found {found}; {hint}")
+
+
+class UnreadableFileError(ExpectedFoundError, OSError):
     """A file exists but is not a readable HDF5 (or CSV) file."""
 
     def __init__(self, path: Path, expected: str, found: str, hint: str) -> None:
-        super().__init__(f"{path}: expected {expected}, found {found}; {hint}")
+        super().__init__(path, expected, found, hint)
 
 
-class LayoutError(PCamError, ValueError):
+class LayoutError(ExpectedFoundError, ValueError):
     """A dataset key, shape or dtype differs from the PCam layout."""
 
     def __init__(self, path: Path, expected: str, found: str, hint: str) -> None:
-        super().__init__(f"{path}: expected {expected}, found {found}; {hint}")
+        super().__init__(path, expected, found, hint)
 
 
 class LengthMismatchError(PCamError, ValueError):
@@ -114,11 +121,11 @@ class OutputExistsError(PCamError, FileExistsError):
         )
 
 
-class DownloadError(PCamError, OSError):
+class DownloadError(ExpectedFoundError, OSError):
     """A download failed (no connection, an HTTP error) or what arrived is not the expected file."""
 
     def __init__(self, url: str, expected: str, found: str, hint: str) -> None:
-        super().__init__(f"{url}: expected {expected}, found {found}; {hint}")
+        super().__init__(url, expected, found, hint)
 
 
 class NoGPUError(PCamError, RuntimeError):

@@ -219,3 +219,32 @@ def test_old_positionals_still_work_with_one_warning(
         main(both)
     assert stop.value.code == 2
     assert f"pass {flag} {positional} or {positional} alone, not both" in capsys.readouterr().err
+
+
+def test_the_one_line_errors_share_one_form_and_keep_their_builtin_kinds() -> None:
+    """One ``WHERE: expected X, found Y; HINT`` base; OSError and ValueError still catch them."""
+    from pcam.errors import (
+        DamagedDataError,
+        DownloadError,
+        ExpectedFoundError,
+        LayoutError,
+        PCamError,
+        UnreadableFileError,
+    )
+
+    unreadable = UnreadableFileError(Path("a.h5"), "HDF5", "text", "replace it")
+    layout = LayoutError(Path("b.h5"), "key 'x'", "'y'", "write it again")
+    download = DownloadError("http://127.0.0.1/f.gz", "the file", "HTTP 404", "check the URL")
+    assert str(unreadable) == "a.h5: expected HDF5, found text; replace it"
+    assert str(layout) == "b.h5: expected key 'x', found 'y'; write it again"
+    assert (
+        str(download) == "http://127.0.0.1/f.gz: expected the file, found HTTP 404; check the URL"
+    )
+    assert isinstance(unreadable, OSError)
+    assert isinstance(download, OSError)
+    assert isinstance(layout, ValueError)
+    assert not isinstance(layout, OSError)
+    for error in (unreadable, layout, download):
+        assert isinstance(error, ExpectedFoundError)
+        assert isinstance(error, PCamError)
+    assert issubclass(DamagedDataError, UnreadableFileError)
