@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +101,7 @@ def check_stream_permutation(
     dataset = make_dataset(data_dir, split.split, batch_size=batch_size, shuffle=True, seed=seed)
     seen: set[bytes] = set()
     position = 0
-    bar = progress(len(split), "checking the stream") if progress else nullcontext(None)
-    with bar as update:
+    with _bar(progress, len(split), "checking the stream") as update:
         for images, labels in dataset.as_numpy_iterator():
             for image, label in zip(images, labels, strict=True):
                 key = _key(image)
@@ -119,6 +118,13 @@ def check_stream_permutation(
     if len(seen) != len(label_of):
         return f"the epoch held {len(seen)} distinct patches, the file {len(label_of)}"
     return ""
+
+
+def _bar(
+    progress: ProgressBar | None, total: int, label: str
+) -> AbstractContextManager[Callable[[int], None] | None]:
+    """``progress``'s bar for a step, or a block that yields ``None`` without one."""
+    return progress(total, label) if progress else nullcontext(None)
 
 
 def _key(image: Any) -> bytes:
@@ -158,8 +164,7 @@ def _evaluate(
 
     test_split = open_split(data_dir, "test")
     say(f"5/6 evaluating on the {len(test_split):,} test patches the model never saw")
-    bar = progress(len(test_split), "predicting test") if progress else nullcontext(None)
-    with bar as update:
+    with _bar(progress, len(test_split), "predicting test") as update:
         report = evaluate(
             run_dir / "model.keras", data_dir, "test", report_dir, overwrite=True, progress=update
         )
@@ -178,7 +183,7 @@ def _explain(
     from pcam.explain import explain, format_summary
 
     say("6/6 explaining 16 train patches with Grad-CAM, against their tumour masks")
-    with progress(16, "explaining") if progress else nullcontext(None) as update:
+    with _bar(progress, 16, "explaining") as update:
         explained = explain(
             run_dir / "model.keras",
             data_dir,

@@ -84,11 +84,15 @@ def floor_failures(
     return failures
 
 
+Progress = Callable[[str, int], Callable[[int], None]] | None
+"""``progress(label, total)``, which may return an ``update(done)`` callback (or ``None``)."""
+
+
 def full_check(
     config: FullCheckConfig,
     *,
     say: Callable[[str], None] = print,
-    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    progress: Progress = None,
     verbose: int | str = 2,
 ) -> FullCheckResult:
     """Train, evaluate and explain as ``config`` says; write ``fullcheck.json``; return the result.
@@ -99,14 +103,16 @@ def full_check(
     """
     out = _checked_output(config)
     run = out / "run"
+    eval_size = len(open_split(config.data, config.eval_split))
     started = time.perf_counter()
     history = _train_or_resume(config, run, say=say, verbose=verbose)
     timings = {"train_seconds": time.perf_counter() - started}
     step = time.perf_counter()
-    metrics = _evaluate(config, run / "model.keras", out / "report", say, progress)
+    metrics = _evaluate(config, eval_size, run / "model.keras", out / "report", say, progress)
     timings["evaluate_seconds"] = time.perf_counter() - step
     step = time.perf_counter()
-    _explain(config, run / "model.keras", out / "explain", say, progress)
+    n = min(config.explain_patches, eval_size)
+    _explain(config, n, run / "model.keras", out / "explain", say, progress)
     timings["explain_seconds"] = time.perf_counter() - step
     timings["total_seconds"] = time.perf_counter() - started
     failures = floor_failures(
@@ -157,11 +163,9 @@ def _checked_output(config: FullCheckConfig) -> Path:
     return out
 
 
-Progress = Callable[[str, int], Callable[[int], None]] | None
-
-
 def _evaluate(
     config: FullCheckConfig,
+    eval_size: int,
     model_path: Path,
     report_dir: Path,
     say: Callable[[str], None],
@@ -170,7 +174,6 @@ def _evaluate(
     """Evaluate the best model on the evaluation split (with TTA as configured)."""
     from pcam.evaluate import evaluate
 
-    eval_size = len(open_split(config.data, config.eval_split))
     views = " x8 symmetries" if config.tta else ""
     say(f"evaluating the best model on {eval_size:,} {config.eval_split} patches{views}")
     update = progress(f"predicting {config.eval_split}", eval_size) if progress else None
@@ -188,15 +191,15 @@ def _evaluate(
 
 def _explain(
     config: FullCheckConfig,
+    n: int,
     model_path: Path,
     explain_dir: Path,
     say: Callable[[str], None],
     progress: Progress,
 ) -> None:
-    """Draw the Grad-CAM grid of ``explain_patches`` patches of the evaluation split."""
+    """Draw the Grad-CAM grid of ``n`` patches of the evaluation split."""
     from pcam.explain import explain
 
-    n = min(config.explain_patches, len(open_split(config.data, config.eval_split)))
     say(f"explaining {n} {config.eval_split} patches with Grad-CAM")
     update = progress("explaining", n) if progress else None
     explain(
