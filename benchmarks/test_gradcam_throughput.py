@@ -1,8 +1,8 @@
 """Grad-CAM maps/s on ResNet50: batched against the seed's per-image function and against one
 forward+backward pass, all measured in the same run.
 
-- **batched** (:class:`pcam.gradcam.GradCAM`): built once, a batch of 32 patches per call, one
-  compiled forward-backward pass, maps returned as NumPy.
+- **batched** (:class:`pcam.explain.gradcam.GradCAM`): built once, a batch of 32 patches per
+  call, one compiled forward-backward pass, maps returned as NumPy.
 - **per image, seed style**: what the seed did for every patch: build a Keras model from the
   input to ``[conv5_block3_out, output]``, run it eagerly under a gradient tape on one patch,
   pool the gradients and weight the feature maps. The baseline of the first ratio.
@@ -34,7 +34,7 @@ RATES: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def resnet() -> Any:
-    from pcam.model import build_model
+    from pcam.model.architectures import build_model
 
     return build_model("resnet50", seed=0)
 
@@ -100,7 +100,7 @@ def test_per_image_seed_function(benchmark: Any, resnet: Any, patches: Any) -> N
 
 def test_batched_gradcam(benchmark: Any, resnet: Any, patches: Any) -> None:
     """``GradCAM.heatmaps`` on a batch of 32: the figure the targets are about."""
-    from pcam.gradcam import GradCAM
+    from pcam.explain.gradcam import GradCAM
 
     cam = GradCAM(resnet, LAYER)
     benchmark.pedantic(lambda: cam.heatmaps(patches), rounds=5, warmup_rounds=1)

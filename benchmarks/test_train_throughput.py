@@ -51,7 +51,7 @@ import pytest
 from benchmarks.conftest import QUICK, TRAIN_PATCHES, record
 
 if TYPE_CHECKING:
-    from pcam.model import Architecture
+    from pcam.model.architectures import Architecture
 
 TARGET_RATIO = 0.95
 """Train-step images/s fed by the loader over those fed from memory that the issue asks for."""
@@ -127,14 +127,14 @@ def _precision(mode: str) -> Iterator[bool | str]:
 
 
 def _compiled_model(setting: Setting, jit_compile: bool | str) -> Any:
-    """The model of ``setting`` (random weights), compiled as :func:`pcam.train.train` does.
+    """The model of ``setting`` (random weights), compiled as :func:`pcam.model.train.train` does.
 
     The previous benchmark's model is freed first (ResNet50 and its Adam slots weigh hundreds of
     MB).
     """
     import keras
 
-    from pcam.model import build_model
+    from pcam.model.architectures import build_model
 
     keras.backend.clear_session()
     gc.collect()
@@ -336,10 +336,10 @@ def test_deterministic_train_step_cost(benchmark: Any, train_split: Path, settin
     """``pcam train --deterministic`` against the default, both fed by the streaming loader.
 
     Two models with the same weights, one compiled and run only inside
-    :func:`pcam.train.deterministic_ops` (op determinism on, as ``--deterministic`` runs), in
+    :func:`pcam.model.train.deterministic_ops` (op determinism on, as ``--deterministic`` runs), in
     alternating rounds of the same run; the default is the baseline.
     """
-    from pcam.train import deterministic_ops
+    from pcam.model.train import deterministic_ops
 
     if QUICK and setting.architecture == "resnet50":
         pytest.skip("smoke run (PCAM_BENCH_QUICK, the default under CI): no ResNet50 training")

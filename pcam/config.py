@@ -16,7 +16,7 @@ from pcam.errors import InvalidArgumentError
 
 Architecture = Literal["resnet50", "small"]
 ARCHITECTURES: tuple[Architecture, ...] = ("resnet50", "small")
-"""The classifier architectures (:func:`pcam.model.build_model`)."""
+"""The classifier architectures (:func:`pcam.model.architectures.build_model`)."""
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 LR_SCHEDULES = ("cosine", "constant")
@@ -47,7 +47,7 @@ class TrainConfig:
     unfreeze_from: str | None = None
     """Train the backbone only from this layer on (the top blocks: ``conv5_block1_1_conv`` in
     ResNet50); the layers before it and every batch-norm layer stay frozen
-    (:func:`pcam.model.set_backbone_trainable`). The head always trains."""
+    (:func:`pcam.model.architectures.set_backbone_trainable`). The head always trains."""
     lr: float = 1e-3
     """Adam learning rate (the peak, with the cosine schedule)."""
     lr_schedule: str = "cosine"
@@ -69,7 +69,7 @@ class TrainConfig:
     """Compile the train step with XLA; none: on where a GPU is present."""
     deterministic: bool = False
     """Bit-identical runs for the same seed on the same machine: seeded, deterministic ops
-    (slower on a GPU; see :func:`pcam.train.deterministic_ops` and the README)."""
+    (slower on a GPU; see :func:`pcam.model.train.deterministic_ops` and the README)."""
 
     def check(self) -> None:
         """Raise :class:`InvalidArgumentError` for a setting out of range."""

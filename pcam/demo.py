@@ -18,8 +18,8 @@ from typing import Any
 
 from pcam import layout
 from pcam.data.split import PCamSplit, find_splits, open_split
+from pcam.data.summary import split_summary
 from pcam.errors import PCamError
-from pcam.report import split_summary
 from pcam.testing.synthetic import ProgressBar, write_splits
 
 DEMO = "demo"
@@ -135,7 +135,7 @@ def _train(
     data_dir: Path, run_dir: Path, epochs: int, batch_size: int, seed: int, verbose: int | str
 ) -> tuple[dict[str, list[float]], float]:
     """Train the small model, deterministically; returns the history and the seconds taken."""
-    from pcam.train import TrainConfig, train
+    from pcam.model.train import TrainConfig, train
 
     started = time.perf_counter()
     config = TrainConfig(
@@ -160,7 +160,7 @@ def _evaluate(
     say: Callable[[str], None],
     progress: ProgressBar | None,
 ) -> dict[str, Any]:
-    from pcam.evaluate import evaluate, format_table
+    from pcam.evaluation.evaluate import evaluate, format_table
 
     test_split = open_split(data_dir, "test")
     say(f"5/6 evaluating on the {len(test_split):,} test patches the model never saw")
@@ -180,7 +180,7 @@ def _explain(
     say: Callable[[str], None],
     progress: ProgressBar | None,
 ) -> None:
-    from pcam.explain import explain, format_summary
+    from pcam.explain.explanation import explain, format_summary
 
     say("6/6 explaining 16 train patches with Grad-CAM, against their tumour masks")
     with _bar(progress, 16, "explaining") as update:

@@ -146,7 +146,7 @@ def _checked_output(config: FullCheckConfig) -> Path:
 
     A finished check's summary is removed (with ``overwrite``) or refused, before any work.
     """
-    from pcam.train import gpu_present
+    from pcam.model.train import gpu_present
 
     config.check()
     if config.require_gpu and not gpu_present():
@@ -172,7 +172,7 @@ def _evaluate(
     progress: Progress,
 ) -> dict[str, Any]:
     """Evaluate the best model on the evaluation split (with TTA as configured)."""
-    from pcam.evaluate import evaluate
+    from pcam.evaluation.evaluate import evaluate
 
     views = " x8 symmetries" if config.tta else ""
     say(f"evaluating the best model on {eval_size:,} {config.eval_split} patches{views}")
@@ -198,7 +198,7 @@ def _explain(
     progress: Progress,
 ) -> None:
     """Draw the Grad-CAM grid of ``n`` patches of the evaluation split."""
-    from pcam.explain import explain
+    from pcam.explain.explanation import explain
 
     say(f"explaining {n} {config.eval_split} patches with Grad-CAM")
     update = progress("explaining", n) if progress else None
@@ -221,7 +221,7 @@ def _train_or_resume(
 
     A two-phase check trains ``run-head/`` beside ``run`` first, and ``run`` from its model.
     """
-    from pcam.train import TrainConfig
+    from pcam.model.train import TrainConfig
 
     recipe = TrainConfig(
         data=config.data,
@@ -267,7 +267,7 @@ def _train_phase(
     phase: str,
 ) -> dict[str, list[float]]:
     """Train one run of the check (or skip it when it finished earlier)."""
-    from pcam.train import run_is_finished, train
+    from pcam.model.train import run_is_finished, train
 
     run = Path(recipe.out)
     if run_is_finished(run) and not config.overwrite:

@@ -256,9 +256,10 @@ def atomic_path(path: Path, *, suffix: str = "", publish: bool = True) -> Iterat
     """A hidden temporary sibling of ``path`` to write, renamed over ``path`` at the block's end.
 
     The temporary file is ``.<name>.partial-<pid>`` (``.<stem>.partial-<pid><suffix>`` when a
-    writer insists on a ``suffix`` such as ``.keras``), the name :func:`pcam.train.remove_leftovers`
-    recognises. On any failure (a full disk, a signal) it is removed and ``path`` keeps its
-    earlier content; so it is when ``publish`` is false (a worker that writes but does not keep).
+    writer insists on a ``suffix`` such as ``.keras``), the name
+    :func:`pcam.model.train.remove_leftovers` recognises. On any failure (a full disk, a signal) it
+    is removed and ``path`` keeps its earlier content; so it is when ``publish`` is false (a
+    worker that writes but does not keep).
     """
     if suffix and path.name.endswith(suffix):
         name = f".{path.name[: -len(suffix)]}.partial-{os.getpid()}{suffix}"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 if TYPE_CHECKING:
-    from pcam.train import TrainConfig
+    from pcam.model.train import TrainConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -51,7 +51,7 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def deterministic_config(data: Path, out: Path, **changes: object) -> TrainConfig:
     """A short deterministic run of the small model: 4 epochs of 8 steps of 64 patches."""
-    from pcam.train import TrainConfig
+    from pcam.model.train import TrainConfig
 
     settings: dict[str, Any] = {
         "data": str(data),
@@ -74,7 +74,7 @@ def deterministic_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFac
 
     The reference of the determinism and resume tests and the source of the golden snapshots.
     """
-    from pcam.train import train
+    from pcam.model.train import train
 
     run = tmp_path_factory.mktemp("deterministic") / "run"
     train(deterministic_config(synthetic_root, run), verbose=0)

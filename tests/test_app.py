@@ -1,9 +1,9 @@
 """``pcam app``: the logic module, the Streamlit page through Streamlit's AppTest, the CLI entry.
 
-AppTest runs the real script (``pcam/app/streamlit_app.py``) in this process and drives its real
-widgets: the file uploader (``FileUploader.set_value`` registers the bytes as uploads), sliders,
-select boxes, the radio that fits a wrong-size upload and the toggle. Images and the CSV the
-download button serves go to Streamlit's in-memory media store, which AppTest does not expose;
+AppTest runs the real script (``pcam/serve/app/streamlit_app.py``) in this process and drives its
+real widgets: the file uploader (``FileUploader.set_value`` registers the bytes as uploads),
+sliders, select boxes, the radio that fits a wrong-size upload and the toggle. Images and the CSV
+the download button serves go to Streamlit's in-memory media store, which AppTest does not expose;
 a spy on that store (``media``) records what the page handed it, so the tests read the very
 PNGs and CSV a browser would get.
 """
@@ -30,11 +30,11 @@ from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from pcam.app import SCRIPT, logic, page
 from pcam.cli import main
+from pcam.data.patch_io import fit_patch
 from pcam.errors import MissingFileError, UnreadableFileError
-from pcam.gradcam import GradCAM
-from pcam.patch_io import fit_patch
+from pcam.explain.gradcam import GradCAM
+from pcam.serve.app import SCRIPT, logic, page
 from pcam.testing import generate
 
 TIMEOUT = 120.0  # seconds for one script run; the first one imports TensorFlow and loads the model
@@ -57,7 +57,7 @@ def model_path(tmp_path_factory: pytest.TempPathFactory, patches: npt.NDArray[np
     spread of 4 around the patches' median gives both labels and distinct values, with no
     training time. It has the small CNN's layers (``block3_pool`` and the rest).
     """
-    from pcam.model import build_model
+    from pcam.model.architectures import build_model
 
     model = build_model("small", weights=None, seed=0)
     pooled = keras.Model(model.inputs[0], model.get_layer("pcam_pool").output)

@@ -39,7 +39,7 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("streamlit")
 from PIL import Image
 
-from pcam.app import logic
+from pcam.serve.app import logic
 from pcam.testing import generate
 
 pytestmark = pytest.mark.slow
@@ -100,7 +100,7 @@ def model_path(
         return Path(given).resolve()
     import keras
 
-    from pcam.model import build_model
+    from pcam.model.architectures import build_model
 
     model = build_model("small", weights=None, seed=0)
     images = np.stack([image for _, image in patch_files])

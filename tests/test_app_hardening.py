@@ -29,9 +29,9 @@ from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from pcam.app import SCRIPT, logic
 from pcam.cli import main
-from pcam.patch_io import FitMode
+from pcam.data.patch_io import FitMode
+from pcam.serve.app import SCRIPT, logic
 from pcam.testing import generate
 from tests.test_hostile_images import palette_png
 
@@ -61,7 +61,7 @@ def patches() -> npt.NDArray[np.uint8]:
 def decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]]:
     """``(name, fit)`` of every call the app makes to ``decode_patch``, from an empty cache."""
     calls: list[tuple[str, str]] = []
-    from pcam.patch_io import decode_patch as real
+    from pcam.data.patch_io import decode_patch as real
 
     def spy(data: bytes, *, fit: FitMode = "error", name: str | None = None) -> Any:
         calls.append((str(name), fit))

@@ -11,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from pcam.cam_quality import (
+from pcam.errors import InvalidArgumentError
+from pcam.explain.cam_quality import (
     _blur_matrix,
     baseline_images,
     cam_report,
@@ -20,7 +21,6 @@ from pcam.cam_quality import (
     pointing_game,
     random_maps,
 )
-from pcam.errors import InvalidArgumentError
 
 SIDE = 32
 SQUARE = (slice(8, 16), slice(8, 16))  # 64 of 1024 pixels: exactly 1/16 of the patch
@@ -476,7 +476,7 @@ def test_the_curves_follow_each_patch_in_a_batch_of_several_calls() -> None:
         pytest.param(
             {"maps": np.ones((1, 3, 3))},
             "maps: expected one map per image at the patch size, shape (1, 32, 32) (upsample "
-            "them with pcam.gradcam.upsample), found 'shape (1, 3, 3)'",
+            "them with pcam.explain.gradcam.upsample), found 'shape (1, 3, 3)'",
             id="coarse-map",
         ),
         pytest.param(

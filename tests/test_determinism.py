@@ -125,7 +125,7 @@ def test_workers_stream_disjoint_shards_that_cover_the_split_and_resume_in_place
 ) -> None:
     """Each worker gets its own shard; a resumed run starts each after its consumed batches."""
     import pcam.data.stream
-    from pcam.train import TrainConfig, _distributed_datasets
+    from pcam.model.train import TrainConfig, _distributed_datasets
 
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(
@@ -166,7 +166,7 @@ def test_the_backup_restores_seed_generators_and_early_stopping(tmp_path: Path) 
     """The state Keras leaves out of its backup, saved and brought back for the same epoch."""
     import keras
 
-    from pcam.backup import ResumableBackup, finished_epochs, seed_generators
+    from pcam.model.backup import ResumableBackup, finished_epochs, seed_generators
 
     def tiny() -> keras.Model:
         inputs = keras.Input((4,))

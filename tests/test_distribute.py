@@ -40,7 +40,7 @@ if devices > 1:
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * devices
     )
-from pcam.train import TrainConfig, make_strategy, train
+from pcam.model.train import TrainConfig, make_strategy, train
 epochs = int(sys.argv[5]) if len(sys.argv) > 5 else {EPOCHS}
 samples = int(sys.argv[6]) if len(sys.argv) > 6 else None
 config = TrainConfig(data=sys.argv[1], out=sys.argv[2], model="small", epochs=epochs,
@@ -127,7 +127,7 @@ def test_mirrored_training_is_deterministic(synthetic_root: Path, tmp_path: Path
     """Two deterministic mirrored runs over two logical CPUs: the same bits, log and model."""
     import numpy as np
 
-    from pcam.model import load_model
+    from pcam.model.architectures import load_model
 
     runs = [tmp_path / "first", tmp_path / "second"]
     launched = [
@@ -162,7 +162,7 @@ def test_multiworker_over_two_processes_agrees_with_one_device(
     assert histories[1]["val_accuracy"] == pytest.approx(histories[0]["val_accuracy"], abs=1e-6)
     assert histories[1]["loss"] == pytest.approx(histories[0]["loss"], abs=1e-6)
     # the chief owns the run directory; the other worker keeps its logs apart, and no model
-    from pcam.model import load_model
+    from pcam.model.architectures import load_model
 
     load_model(run / "model.keras")
     assert _epochs_logged(run / "training_log.csv") == list(range(EPOCHS))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import pcam.download
+import pcam.data.download
 from pcam import cli, layout
-from pcam.download import URL_ENV, PCamFile, download
+from pcam.data.download import URL_ENV, PCamFile, download
 from pcam.errors import DownloadError, OutputPathError, UnknownSplitError
 from pcam.testing import write_split
 
@@ -296,7 +296,9 @@ def test_cli_download(
 ) -> None:
     monkeypatch.setenv(URL_ENV, server.url)
     # the command uses the real table; point it at the fixture table instead
-    monkeypatch.setattr(pcam.download, "download", functools.partial(download, table=server.table))
+    monkeypatch.setattr(
+        pcam.data.download, "download", functools.partial(download, table=server.table)
+    )
     assert cli.main(["download", "--out", str(tmp_path / "d"), "--splits", "valid"]) == 0
     out = capsys.readouterr().out
     assert out.count("verified") == 3
@@ -365,17 +367,18 @@ EXPECTED_TABLE = {
 
 def test_the_checksum_table_is_the_corrected_one() -> None:
     table = {
-        entry.name: (entry.split, entry.served_md5, entry.md5) for entry in pcam.download.PCAM_FILES
+        entry.name: (entry.split, entry.served_md5, entry.md5)
+        for entry in pcam.data.download.PCAM_FILES
     }
     assert table == EXPECTED_TABLE
-    assert [entry.name for entry in pcam.download.PCAM_FILES] == list(EXPECTED_TABLE)
+    assert [entry.name for entry in pcam.data.download.PCAM_FILES] == list(EXPECTED_TABLE)
 
 
 def test_every_file_of_the_table_belongs_to_its_split_and_is_served_as_expected() -> None:
-    digests = [e.served_md5 for e in pcam.download.PCAM_FILES]
-    digests += [e.md5 for e in pcam.download.PCAM_FILES if e.md5 is not None]
+    digests = [e.served_md5 for e in pcam.data.download.PCAM_FILES]
+    digests += [e.md5 for e in pcam.data.download.PCAM_FILES if e.md5 is not None]
     assert len(set(digests)) == len(digests) == 15  # no digest twice: no row copied or swapped
-    for entry in pcam.download.PCAM_FILES:
+    for entry in pcam.data.download.PCAM_FILES:
         assert f"_split_{entry.split}_" in entry.name, entry
         assert entry.split in layout.SPLITS
         if entry.name.endswith(".h5"):
@@ -399,21 +402,21 @@ def test_the_table_matches_the_real_label_files(split: str) -> None:
     name = layout.h5_name(split, "y")
     path = shared_data_dir() / "pcam-labels" / name
     require(path)
-    (entry,) = [e for e in pcam.download.PCAM_FILES if e.name == name]
+    (entry,) = [e for e in pcam.data.download.PCAM_FILES if e.name == name]
     assert entry.split == split
-    found = pcam.download.md5_of(path)
+    found = pcam.data.download.md5_of(path)
     assert found == hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
     assert found == entry.md5, f"{name}: md5 {found}, the table says {entry.md5}"
 
 
 def test_md5_of_reads_files_larger_than_one_chunk(tmp_path: Path) -> None:
-    data = bytes(range(256)) * (pcam.download.CHUNK // 256 * 2 + 3)  # two chunks and a bit
+    data = bytes(range(256)) * (pcam.data.download.CHUNK // 256 * 2 + 3)  # two chunks and a bit
     path = tmp_path / "big.bin"
     path.write_bytes(data)
-    assert pcam.download.md5_of(path) == _md5(data)
+    assert pcam.data.download.md5_of(path) == _md5(data)
     empty = tmp_path / "empty.bin"
     empty.write_bytes(b"")
-    assert pcam.download.md5_of(empty) == _md5(b"")
+    assert pcam.data.download.md5_of(empty) == _md5(b"")
 
 
 # -- exact messages, boundaries and progress (see tools/mutation.py) -----------------------------
@@ -431,24 +434,24 @@ def _entry(name: str, served: bytes, raw: bytes | None = None) -> PCamFile:
 
 
 def test_h5_rows_name_the_file_of_their_split_and_kind() -> None:
-    row = pcam.download._h5("valid", "x", "a" * 32, "b" * 32)
+    row = pcam.data.download._h5("valid", "x", "a" * 32, "b" * 32)
     assert row == PCamFile(layout.h5_name("valid", "x"), "valid", "a" * 32, "b" * 32)
 
 
 def test_file_url_strips_only_trailing_slashes() -> None:
     entry = PCamFile("f.h5", "valid", "0" * 32, "1" * 32)
     for base in ("https://MIRROR.EXAMPLE/PCAMX/", "https://MIRROR.EXAMPLE/PCAMX//"):
-        assert pcam.download.file_url(base, entry) == (
+        assert pcam.data.download.file_url(base, entry) == (
             "https://MIRROR.EXAMPLE/PCAMX/f.h5.gz?download=1"
         )
-    assert pcam.download.file_url(" /files", entry) == " /files/f.h5.gz?download=1"
+    assert pcam.data.download.file_url(" /files", entry) == " /files/f.h5.gz?download=1"
 
 
 def test_reason_of_each_kind_of_error() -> None:
     import http.client
     import urllib.error
 
-    reason = pcam.download._reason
+    reason = pcam.data.download._reason
     assert reason(urllib.error.URLError(ConnectionRefusedError(111, "x"))) == "connection refused"
     gai = socket.gaierror(-2, "Name or service not known")
     assert reason(urllib.error.URLError(gai)) == f"host not found: {gai}"
@@ -461,7 +464,7 @@ def test_reason_of_each_kind_of_error() -> None:
 def test_md5_and_resume_read_in_constant_memory(tmp_path: Path) -> None:
     import tracemalloc
 
-    chunk = pcam.download.CHUNK
+    chunk = pcam.data.download.CHUNK
     data = bytes(range(256)) * (8 * chunk // 256 + 1)  # eight chunks and a bit
     path = tmp_path / "big.gz.part"
     path.write_bytes(data)
@@ -469,10 +472,10 @@ def test_md5_and_resume_read_in_constant_memory(tmp_path: Path) -> None:
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        found = pcam.download.md5_of(path)
+        found = pcam.data.download.md5_of(path)
         md5_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
-        partial = pcam.download._Partial(path)
+        partial = pcam.data.download._Partial(path)
         partial_peak = tracemalloc.get_traced_memory()[1]
     finally:
         if not was_tracing:
@@ -484,7 +487,7 @@ def test_md5_and_resume_read_in_constant_memory(tmp_path: Path) -> None:
 
 
 def test_unpack_in_chunks_through_a_part_file(server: _Fixture, tmp_path: Path) -> None:
-    chunk = pcam.download.CHUNK
+    chunk = pcam.data.download.CHUNK
     raw = bytes(range(256)) * (5 * chunk // 512)  # two and a half chunks
     gz = gzip.compress(raw, mtime=0)
     server.plan.files["big.h5.gz"] = gz
@@ -496,7 +499,7 @@ def test_unpack_in_chunks_through_a_part_file(server: _Fixture, tmp_path: Path) 
         seen.append((what, done, total, part.exists(), final.exists()))
 
     (result,) = download(tmp_path, ["valid"], base_url=server.url, table=table, progress=progress)
-    assert result == pcam.download.Downloaded(tmp_path / "big.h5", "downloaded")
+    assert result == pcam.data.download.Downloaded(tmp_path / "big.h5", "downloaded")
     assert result.path.read_bytes() == raw
     fetched = [s for s in seen if s[0] == "big.h5.gz"]
     assert fetched[-1] == ("big.h5.gz", len(gz), len(gz), False, False)
@@ -722,7 +725,7 @@ def test_unreadable_gzip(server: _Fixture, tmp_path: Path) -> None:
     # a .gz gone before it is unpacked: the same error, no .part left behind
     gz.unlink()
     with pytest.raises(DownloadError, match=r"expected a gzip file, found unreadable data \("):
-        pcam.download._unpack(gz, tmp_path / "bad.h5", table[0], table, None)
+        pcam.data.download._unpack(gz, tmp_path / "bad.h5", table[0], table, None)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -747,7 +750,7 @@ def test_present_files_and_their_errors(server: _Fixture, tmp_path: Path) -> Non
     download(dest, ["valid"], base_url=server.url, table=server.table)
     results = download(dest, ["valid"], base_url=server.url, table=server.table)
     assert results == [
-        pcam.download.Downloaded(dest / e.name, "present")
+        pcam.data.download.Downloaded(dest / e.name, "present")
         for e in server.table
         if e.split == "valid"
     ]
@@ -821,7 +824,7 @@ def test_a_base_url_that_is_not_one_is_refused_before_anything_is_made(
     "base", ["http://127.0.0.1:9/pcam", "HTTPS://Mirror/x", "file:///srv/pcam"]
 )
 def test_http_https_and_file_urls_are_accepted(base: str) -> None:
-    pcam.download.check_base_url(base)
+    pcam.data.download.check_base_url(base)
 
 
 def test_bad_splits_and_destinations_are_refused_before_the_destination_is_made(

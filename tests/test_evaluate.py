@@ -14,7 +14,7 @@ pytest.importorskip("tensorflow")
 
 from pcam.cli import main
 from pcam.data import d4, open_split
-from pcam.evaluate import evaluate, format_table, predict_split
+from pcam.evaluation.evaluate import evaluate, format_table, predict_split
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -84,7 +84,7 @@ def test_report_has_every_field_and_every_plot(
 def test_predictions_are_in_file_order_and_match_model_predict(
     trained: Path, synthetic_root: Path
 ) -> None:
-    from pcam.model import load_model
+    from pcam.model.architectures import load_model
 
     model = load_model(trained)
     split = open_split(synthetic_root, "valid")
@@ -95,7 +95,7 @@ def test_predictions_are_in_file_order_and_match_model_predict(
 
 
 def test_tta_averages_the_eight_symmetries(trained: Path, synthetic_root: Path) -> None:
-    from pcam.model import load_model
+    from pcam.model.architectures import load_model
 
     model = load_model(trained)
     images = open_split(synthetic_root, "valid").read_images(slice(0, 64))

@@ -18,8 +18,8 @@ import pcam
 from pcam.cli import main
 from pcam.data import open_split
 from pcam.errors import InvalidArgumentError
-from pcam.explain import read_patch_file, sample_indices
-from pcam.explain_plots import overlay
+from pcam.explain.explanation import read_patch_file, sample_indices
+from pcam.explain.plots import overlay
 from pcam.outputs import MARKER, read_marker
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -29,7 +29,7 @@ OUTPUTS = {"explain.json", "grid.png", "overlays"}
 @pytest.fixture(scope="module")
 def model_path(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small model trained for 3 epochs on the synthetic train split (about 35 s)."""
-    from pcam.train import TrainConfig, train
+    from pcam.model.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("explain-run")
     train(
@@ -209,7 +209,7 @@ def test_predicted_follows_the_threshold_given(
 
 
 def test_the_grid_colours_a_title_by_the_prediction_at_the_threshold() -> None:
-    from pcam.explain_plots import _patch_title
+    from pcam.explain.plots import _patch_title
 
     assert _patch_title("p", 0.7, 0) == ("p\np(tumour) 0.70, true normal", "tab:red")
     assert _patch_title("p", 0.7, 0, threshold=0.8)[1] == "tab:green"
@@ -338,9 +338,9 @@ def test_grad_cam_finds_the_tumour_far_better_than_random_maps(
     removing its most salient pixels lowers the probability much faster (deletion AUC 0.25-0.37
     against 0.68-0.71). The margins asserted are about half of the smallest measured.
     """
-    from pcam.cam_quality import cam_report
-    from pcam.gradcam import GradCAM
-    from pcam.model import load_model
+    from pcam.explain.cam_quality import cam_report
+    from pcam.explain.gradcam import GradCAM
+    from pcam.model.architectures import load_model
 
     model = load_model(model_path)
     split = open_split(synthetic_root, "train")

@@ -24,7 +24,7 @@ TRAINED = ("block3_conv", "block4_conv", "pcam_tumour")
 @pytest.fixture(scope="module")
 def phase_one(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Phase 1: the head alone on a frozen random backbone, one short epoch (seed 0)."""
-    from pcam.train import train
+    from pcam.model.train import train
 
     run = tmp_path_factory.mktemp("phase-one") / "run"
     config = deterministic_config(
@@ -35,7 +35,7 @@ def phase_one(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def _weights(path: Path) -> dict[str, list[Any]]:
-    from pcam.model import load_model
+    from pcam.model.architectures import load_model
 
     model = load_model(path)
     return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
@@ -53,7 +53,7 @@ def test_phase_two_starts_from_phase_one_and_trains_only_the_chosen_layers(
     Phase 2 runs with another seed, so a fresh initialisation would differ from phase 1
     everywhere; the trained layers move, but only as far as two Adam steps go.
     """
-    from pcam.model import build_model
+    from pcam.model.architectures import build_model
 
     run = tmp_path / "phase-two"
     argv = ["train", "--data", str(synthetic_root), "--out", str(run), *PHASE_TWO, "--seed", "1"]
@@ -91,7 +91,7 @@ def test_train_takes_weights_none_like_fullcheck(
     synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: str
 ) -> None:
     import pcam.fullcheck
-    import pcam.train
+    import pcam.model.train
 
     seen: list[Any] = []
 
@@ -99,7 +99,7 @@ def test_train_takes_weights_none_like_fullcheck(
         seen.append(config)
         raise SystemExit(0)
 
-    monkeypatch.setattr(pcam.train, "train", fake)
+    monkeypatch.setattr(pcam.model.train, "train", fake)
     monkeypatch.setattr(pcam.fullcheck, "full_check", fake)
     out = str(tmp_path / "out")
     for argv in (

@@ -14,8 +14,8 @@ keras = pytest.importorskip("keras")
 
 from pcam.data.d4 import NUM_SYMMETRIES, apply_one  # noqa: E402
 from pcam.errors import InvalidArgumentError  # noqa: E402
-from pcam.gradcam import METHODS, GradCAM, spatial_layers, upsample  # noqa: E402
-from pcam.model import build_model  # noqa: E402
+from pcam.explain.gradcam import METHODS, GradCAM, spatial_layers, upsample  # noqa: E402
+from pcam.model.architectures import build_model  # noqa: E402
 from tests.test_heads import expected_tumour_probability  # noqa: E402
 
 
@@ -248,7 +248,7 @@ def _refused_head(units: int, activation: str | None, after: Any) -> Any:
 def test_a_model_without_a_supported_binary_head_is_refused_in_one_line(
     units: int, activation: str | None, after: Any, found: str
 ) -> None:
-    from pcam.heads import SUPPORTED_HEADS
+    from pcam.model.heads import SUPPORTED_HEADS
 
     with pytest.raises(InvalidArgumentError, match=found) as caught:
         GradCAM(_refused_head(units, activation, after))
@@ -258,10 +258,10 @@ def test_a_model_without_a_supported_binary_head_is_refused_in_one_line(
 
 
 def test_the_docstring_names_exactly_the_supported_heads() -> None:
-    """The module docstring lists the heads :mod:`pcam.heads` accepts, and no other form."""
-    import pcam.gradcam
+    """The module docstring lists the heads :mod:`pcam.model.heads` accepts, and no other form."""
+    import pcam.explain.gradcam
 
-    doc = " ".join((pcam.gradcam.__doc__ or "").split())
+    doc = " ".join((pcam.explain.gradcam.__doc__ or "").split())
     for form in (
         "``Dense(1, sigmoid)``",
         '``Dense(1)`` + ``Activation("sigmoid")``',

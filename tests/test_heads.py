@@ -1,7 +1,7 @@
 """Every head form pcam reads, through every command that reads a model's outputs.
 
 The expected probabilities are written out here per form from the Keras model's raw outputs,
-independently of :mod:`pcam.heads`.
+independently of :mod:`pcam.model.heads`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from PIL import Image  # noqa: E402
 
 from pcam.cli import main  # noqa: E402
 from pcam.errors import InvalidArgumentError  # noqa: E402
-from pcam.heads import SUPPORTED_HEADS, Head, head_of, unsupported_head  # noqa: E402
+from pcam.model.heads import SUPPORTED_HEADS, Head, head_of, unsupported_head  # noqa: E402
 from pcam.testing import write_split  # noqa: E402
 from pcam.testing.models import HEAD_FORMS, tiny_model  # noqa: E402
 
@@ -306,7 +306,7 @@ def test_explain_and_the_app_read_every_head(
     tmp_path: Path,
     head: str,
 ) -> None:
-    from pcam.app import logic
+    from pcam.serve.app import logic
 
     folder, images = patch_folder
     expected = _expected(saved_models[head], head, images)
@@ -331,8 +331,8 @@ def test_evaluate_scores_the_tumour_probability_of_every_head(
     saved_models: dict[str, Path], tmp_path: Path, head: str
 ) -> None:
     from pcam.data import open_split
-    from pcam.evaluate import predict_split
-    from pcam.model import load_model
+    from pcam.evaluation.evaluate import predict_split
+    from pcam.model.architectures import load_model
 
     write_split(tmp_path, "test", 12, seed=4)
     labels, probabilities = predict_split(load_model(saved_models[head]), tmp_path, "test")

@@ -1,4 +1,4 @@
-"""Huge and hostile images cost a header read, not a decode (:mod:`pcam.patch_io`, issue 12).
+"""Huge and hostile images cost a header read, not a decode (:mod:`pcam.data.patch_io`, issue 12).
 
 A 12000x12000 paletted PNG is 18 KB on disk and 144 MB once decoded (432 MB as RGB): every fit
 refuses it from its header, without one pixel decoded and without Pillow's
@@ -27,13 +27,13 @@ import numpy.typing as npt
 import pytest
 from PIL import Image, ImageFile
 
-from pcam.explain import read_patch_file
-from pcam.patch_io import (
+from pcam.data.patch_io import (
     MAX_PIXELS,
     ImageTooLargeError,
     PatchSizeError,
     decode_patch,
 )
+from pcam.explain.explanation import read_patch_file
 
 COLOUR = (200, 30, 90)
 """The one colour of the generated palette images."""
@@ -196,7 +196,7 @@ def test_peak_memory_stays_small_and_stderr_empty_in_a_fresh_process(huge: Path)
     script = textwrap.dedent(
         f"""
         import resource
-        from pcam.patch_io import ImageTooLargeError, decode_patch
+        from pcam.data.patch_io import ImageTooLargeError, decode_patch
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for fit in ("error", "crop", "resize"):
             try:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from pcam.errors import InvalidArgumentError
-from pcam.metrics import classification_report
+from pcam.evaluation.metrics import classification_report
 
 LABELS = np.array([0, 0, 0, 1, 1, 1, 1, 0])
 SCORES = np.array([0.1, 0.6, 0.2, 0.9, 0.4, 0.8, 0.7, 0.3])

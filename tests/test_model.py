@@ -12,7 +12,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from pcam.errors import InvalidArgumentError, MissingFileError, UnreadableFileError  # noqa: E402
-from pcam.model import (  # noqa: E402
+from pcam.model.architectures import (  # noqa: E402
     CaffePreprocess,
     backbone_layers,
     build_model,

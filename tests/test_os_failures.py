@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from pcam import layout
-from pcam.backup import METADATA_FILE, WEIGHTS_FILE, discard_unusable_backup
 from pcam.cli import describe_os_error, main
+from pcam.model.backup import METADATA_FILE, WEIGHTS_FILE, discard_unusable_backup
 from pcam.outputs import MARKER
 from pcam.testing.synthetic import write_split
 from tests.conftest import deterministic_config
@@ -304,7 +304,7 @@ def test_a_full_disk_while_the_backup_is_written_keeps_the_last_one_and_resumes_
     """
     import keras
 
-    from pcam.train import train
+    from pcam.model.train import train
 
     run = tmp_path / "run"
     save_weights = keras.Model.save_weights
@@ -344,7 +344,7 @@ def test_a_truncated_backup_is_discarded_with_one_warning_and_the_run_starts_aga
 ) -> None:
     """A backup damaged outside pcam (an old version, a disk error) cannot stop the run."""
 
-    from pcam.train import train
+    from pcam.model.train import train
 
     run = tmp_path / "run"
     _stop_after_the_log_of_epoch(monkeypatch, 1, KeyboardInterrupt())
@@ -400,7 +400,7 @@ def test_unusable_backups_are_told_apart_from_usable_ones(tmp_path: Path) -> Non
 
 
 def _assert_same_weights(first: Path, second: Path) -> None:
-    from pcam.model import load_model
+    from pcam.model.architectures import load_model
 
     a = load_model(first).get_weights()
     b = load_model(second).get_weights()
@@ -438,11 +438,79 @@ def test_sigterm_during_predict_stops_like_ctrl_c_and_leaves_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def _signal_then(signum: int, raised: Exception) -> Any:
+    """A command's ``run`` that receives ``signum`` and lets ``raised`` out instead of the
+    signal's own exception, as TensorFlow's code sometimes does (a ``SystemError``)."""
+    import signal
+
+    def run(args: Any) -> int:
+        try:
+            signal.raise_signal(signum)
+        except KeyboardInterrupt:  # Terminated is one too
+            raise raised from None
+        raise AssertionError("the signal raised nothing")
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "line"),
+    [("SIGTERM", 143, "pcam check: terminated\n"), ("SIGINT", 130, "pcam check: interrupted\n")],
+)
+def test_whatever_unwinds_after_a_signal_is_that_signals_exit(
+    signum: str,
+    status: int,
+    line: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    import pcam.cli.commands.check
+
+    number = getattr(signal, signum)
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    broken = SystemError("Objects/listobject.c:338: bad argument to internal function")
+    monkeypatch.setattr(pcam.cli.commands.check, "run", _signal_then(number, broken))
+    assert main(["check", "--data", str(tmp_path)]) == status
+    assert capsys.readouterr().err == line
+    assert {s: signal.getsignal(s) for s in before} == before  # the handlers are given back
+
+    def genuine(args: Any) -> int:
+        raise SystemError("a real bug")
+
+    monkeypatch.setattr(pcam.cli.commands.check, "run", genuine)  # no signal this time
+    with pytest.raises(SystemError, match="a real bug"):
+        main(["check", "--data", str(tmp_path)])
+
+
+def test_an_ignored_ctrl_c_stays_ignored(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import signal
+
+    import pcam.cli.commands.check
+
+    seen: list[object] = []
+
+    def run(args: Any) -> int:
+        seen.append(signal.getsignal(signal.SIGINT))
+        return 0
+
+    monkeypatch.setattr(pcam.cli.commands.check, "run", run)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert main(["check", "--data", str(tmp_path)]) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen == [signal.SIG_IGN]
+
+
 # -- the pieces of a run's recovery ----------------------------------------------------------------
 
 
 def test_the_log_is_trimmed_to_the_epochs_of_the_backup(tmp_path: Path) -> None:
-    from pcam.train import trim_log
+    from pcam.model.train import trim_log
 
     log = tmp_path / "training_log.csv"
     log.write_bytes(b"epoch,loss\r\n0,0.9\r\n1,0.8\r\n2,0.7\r\n")
@@ -458,7 +526,7 @@ def test_the_log_is_trimmed_to_the_epochs_of_the_backup(tmp_path: Path) -> None:
 
 
 def test_leftovers_of_dead_processes_go_and_those_of_live_ones_stay(tmp_path: Path) -> None:
-    from pcam.train import remove_leftovers
+    from pcam.model.train import remove_leftovers
 
     dead = _a_dead_pid()
     live = os.getppid()
@@ -491,7 +559,7 @@ _TEXT: dict[str, Any] = {"capture_output": True, "text": True, "check": True}
 
 
 def test_a_run_that_never_finished_an_epoch_leaves_only_what_was_there(tmp_path: Path) -> None:
-    from pcam.train import remove_unstarted_run
+    from pcam.model.train import remove_unstarted_run
 
     made = tmp_path / "made"
     made.mkdir()
@@ -525,7 +593,7 @@ def test_a_run_stopped_after_its_first_model_but_before_its_first_backup_resumes
 ) -> None:
     """It has a model and no backup yet: still an interrupted run, not a finished one."""
 
-    from pcam.train import train
+    from pcam.model.train import train
 
     run = tmp_path / "run"
     # between the best model (saved) and the backup (not yet)

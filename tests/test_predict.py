@@ -1,4 +1,4 @@
-"""``pcam predict`` and :mod:`pcam.patch_io`: CSV rows, streaming, TTA, fitting, one-line errors."""
+"""``pcam predict`` and :mod:`pcam.data.patch_io`: CSV rows, streaming, TTA, fitting, errors."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from PIL import Image
 
 from pcam.cli import main
 from pcam.data import open_split
+from pcam.data.patch_io import PatchSizeError, decode_patch, fit_patch
 from pcam.errors import PCamError
-from pcam.patch_io import PatchSizeError, decode_patch, fit_patch
-from pcam.predict import PatchBatch, iter_patches, predict, write_predictions_csv
+from pcam.serve.predict import PatchBatch, iter_patches, predict, write_predictions_csv
 from pcam.testing import write_split
 
 H5_NAME = "camelyonpatch_level_2_split_test_x.h5"

@@ -22,7 +22,7 @@ pytest.importorskip("tensorflow")
 from PIL import Image
 
 from pcam.cli import main
-from pcam.predict import csv_text
+from pcam.serve.predict import csv_text
 from pcam.testing import write_split
 
 HEADER = "source,index,probability,label"

@@ -1,4 +1,4 @@
-"""TensorFlow's C++ start-up log is kept off the ``pcam`` command's terminal (:mod:`pcam.quiet`)."""
+"""TensorFlow's C++ start-up log is kept off the ``pcam`` command's terminal (pcam.cli.quiet)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pcam.quiet import _pump, is_noise
+from pcam.cli.quiet import _pump, is_noise
 from pcam.testing.synthetic import write_split
 
 LOGGED = [

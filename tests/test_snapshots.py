@@ -100,7 +100,7 @@ def test_training_log_of_a_deterministic_run(
 def test_predictions_on_fixed_patches(
     deterministic_run: Path, num_regression: NumericRegressionFixture
 ) -> None:
-    from pcam.model import load_model
+    from pcam.model.architectures import load_model
 
     model = load_model(deterministic_run / "model.keras")
     probabilities = model.predict(_fixed_patches(64), verbose=0)[:, 0].astype(np.float64)
@@ -112,8 +112,8 @@ def test_gradcam_maps_of_fixed_patches_for_every_method(
     deterministic_run: Path, num_regression: NumericRegressionFixture
 ) -> None:
     """8 patches, classes 0 and 1, the three methods: one column of 8 x 3 x 3 values each."""
-    from pcam.gradcam import METHODS, GradCAM
-    from pcam.model import load_model
+    from pcam.explain.gradcam import METHODS, GradCAM
+    from pcam.model.architectures import load_model
 
     model = load_model(deterministic_run / "model.keras")
     patches = _fixed_patches(8)
@@ -181,7 +181,7 @@ def test_evaluation_report_figures(
     num_regression: NumericRegressionFixture,
     data_regression: DataRegressionFixture,
 ) -> None:
-    from pcam.evaluate import evaluate
+    from pcam.evaluation.evaluate import evaluate
 
     report = evaluate(
         deterministic_run / "model.keras",
@@ -241,12 +241,12 @@ def test_the_snapshot_fails_for_a_default_moved_by_ten_percent(
     change: dict[str, float],
 ) -> None:
     """The training-log snapshot, compared with a run whose one default moved by 10%."""
-    import pcam.model
-    from pcam.train import train
+    import pcam.model.architectures
+    from pcam.model.train import train
 
     if "dropout" in change:  # a default of build_model, moved where the trainer finds it
-        defaults = {**(pcam.model.build_model.__kwdefaults__ or {}), **change}
-        monkeypatch.setattr(pcam.model.build_model, "__kwdefaults__", defaults)
+        defaults = {**(pcam.model.architectures.build_model.__kwdefaults__ or {}), **change}
+        monkeypatch.setattr(pcam.model.architectures.build_model, "__kwdefaults__", defaults)
         config = deterministic_config(synthetic_root, tmp_path / "run")
     else:
         config = deterministic_config(synthetic_root, tmp_path / "run", **change)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -176,9 +177,9 @@ def test_train_model_is_a_deprecated_spelling_of_arch(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import pcam.train
+    import pcam.model.train
 
-    seen = _fake(monkeypatch, pcam.train, "train")
+    seen = _fake(monkeypatch, pcam.model.train, "train")
     for argv in (old, new):
         with pytest.raises(SystemExit):
             main(["train", "--data", "d", "--out", "o", *argv])
@@ -248,3 +249,83 @@ def test_the_one_line_errors_share_one_form_and_keep_their_builtin_kinds() -> No
         assert isinstance(error, ExpectedFoundError)
         assert isinstance(error, PCamError)
     assert issubclass(DamagedDataError, UnreadableFileError)
+
+
+# -- the layout: each folder imports only from the folders before it ------------------------------
+
+LAYERS = (
+    ("pcam", "pcam.layout", "pcam.errors", "pcam.outputs", "pcam.config", "pcam.moved"),
+    ("pcam.data",),
+    ("pcam.testing",),
+    ("pcam.model",),
+    ("pcam.evaluation",),
+    ("pcam.explain",),
+    ("pcam.serve",),
+    ("pcam.demo", "pcam.fullcheck"),
+    ("pcam.cli", "pcam.__main__"),
+)
+"""The package's folders in the order the data flows, as the README's layout section lists them."""
+
+
+def _layer(module: str) -> int:
+    """The index in :data:`LAYERS` of the module's folder (its longest matching prefix)."""
+    found = [
+        (len(prefix), index)
+        for index, prefixes in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    assert found, f"{module} belongs to no layer"
+    return max(found)[1]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module == "pcam":
+        return [f"pcam.{alias.name}" for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module:
+        return [node.module]
+    return []
+
+
+def _upward_imports(modules: list[tuple[str, ast.Module]]) -> list[str]:
+    return [
+        f"{name} imports {target}"
+        for name, tree in modules
+        for node in ast.walk(tree)
+        for target in _imported(node)
+        if target.split(".")[0] == "pcam" and _layer(target) > _layer(name)
+    ]
+
+
+def test_each_folder_imports_only_from_the_folders_before_it() -> None:
+    modules = [(_module_name(path), tree) for path, tree in _modules()]
+    assert _upward_imports(modules) == []
+
+
+def test_the_layer_check_can_fail() -> None:
+    tree = ast.parse("from pcam.serve.predict import predict\nimport pcam.cli\n")
+    assert _upward_imports([("pcam.explain.gradcam", tree)]) == [
+        "pcam.explain.gradcam imports pcam.serve.predict",
+        "pcam.explain.gradcam imports pcam.cli",
+    ]
+    assert _upward_imports([("pcam.cli.runner", tree)]) == []
+    assert _layer("pcam.model.train") == 3
+    assert _layer("pcam.layout") == 0
+
+
+def test_the_readme_layout_lists_the_layers_in_order() -> None:
+    text = (PACKAGE.parent / "README.md").read_text()
+    section = text[text.index("## Layout of the repository") : text.index("### Moved modules")]
+    folders = [f"pcam.{name}" for name in re.findall(r"^  (\w+)/", section, flags=re.M)]
+    expected = [p[0] for p in LAYERS if p[0].count(".") == 1 and p[0] not in ("pcam.demo",)]
+    assert folders == [name for name in expected if (PACKAGE / name.split(".")[1]).is_dir()]
+    top = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+    mentioned = re.findall(r"^  ([a-z ]+?)\s{2,}", section, flags=re.M)
+    assert sorted(" ".join(mentioned).split()) == top

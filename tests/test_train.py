@@ -36,8 +36,8 @@ def _epochs_logged(run: Path) -> list[int]:
 def test_small_model_trains_and_fills_the_run_directory(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
-    from pcam.model import load_model
-    from pcam.train import TrainConfig, train
+    from pcam.model.architectures import load_model
+    from pcam.model.train import TrainConfig, train
 
     run = tmp_path / "run"
     history = train(
@@ -95,7 +95,7 @@ def test_a_killed_run_resumes_with_the_right_epochs_and_bit_identical_weights(
     first.wait()
     done_before = _epochs_logged(run)
     assert 1 <= len(done_before) < 4
-    from pcam.model import load_model
+    from pcam.model.architectures import load_model
 
     load_model(run / "model.keras")  # the checkpoint on disk is whole
     second = subprocess.run(
@@ -128,7 +128,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
 def test_a_finished_run_is_not_trained_over_without_overwrite(
     synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pcam.train import TrainConfig, train
+    from pcam.model.train import TrainConfig, train
 
     run = tmp_path / "run"
     run.mkdir()
@@ -161,7 +161,7 @@ def test_precision_and_xla_follow_the_flags_and_default_off_without_a_gpu(
     """Mixed precision and XLA are recorded in config.json and reach the compiled model."""
     import keras
 
-    import pcam.train
+    import pcam.model.train
 
     seen: dict[str, object] = {}
     fit = keras.Model.fit
@@ -172,7 +172,7 @@ def test_precision_and_xla_follow_the_flags_and_default_off_without_a_gpu(
         return fit(model, *args, **kwargs)
 
     monkeypatch.setattr(keras.Model, "fit", spy_fit)
-    assert not pcam.train.gpu_present()
+    assert not pcam.model.train.gpu_present()
     common = ["--data", str(synthetic_root), "--arch", "small", "--epochs", "1"]
     common += ["--max-train-samples", "64", "--batch-size", "32"]
     assert main(["train", *common, "--out", str(tmp_path / "default")]) == 0
@@ -211,7 +211,7 @@ sys.exit(main(["train", "--data", {str(synthetic_root)!r}, "--out", {str(tmp_pat
 
 def _final_weights(run: Path) -> list[np.ndarray]:
     """The weights of the run's model, which must be its last epoch's (checked via best.json)."""
-    from pcam.model import load_model
+    from pcam.model.architectures import load_model
 
     assert json.loads((run / "best.json").read_text())["epoch"] == 4, "the last epoch is not best"
     return [np.asarray(w) for w in load_model(run / "model.keras").get_weights()]
@@ -228,9 +228,9 @@ def _assert_same_weights(left: list[np.ndarray], right: list[np.ndarray]) -> Non
 def test_two_deterministic_runs_are_bit_identical_and_the_seed_matters(
     synthetic_root: Path, tmp_path: Path, deterministic_run: Path
 ) -> None:
-    from pcam.model import load_model
+    from pcam.model.architectures import load_model
+    from pcam.model.train import train
     from pcam.testing import generate
-    from pcam.train import train
 
     again = tmp_path / "again"
     train(deterministic_config(synthetic_root, again), verbose=0)
@@ -251,7 +251,7 @@ def test_deterministic_ops_are_switched_on_only_inside_the_block() -> None:
     from tensorflow import random as tf_random
     from tensorflow.python.framework import config as tf_config
 
-    from pcam.train import deterministic_ops
+    from pcam.model.train import deterministic_ops
 
     assert not tf_config.is_op_determinism_enabled()
     with deterministic_ops(False, 0):
@@ -280,7 +280,7 @@ def test_a_run_interrupted_mid_epoch_resumes_bit_identical(
     """The resumed run restores the loader's position, dropout draws and optimizer exactly."""
     import keras
 
-    from pcam.train import train
+    from pcam.model.train import train
 
     run = tmp_path / "run"
     batch_end = keras.callbacks.CSVLogger.on_train_batch_end
@@ -313,7 +313,7 @@ def test_the_deterministic_flag_reaches_the_training_config(
     flags: list[str],
     expected: bool,
 ) -> None:
-    import pcam.train
+    import pcam.model.train
 
     seen: list[Any] = []
 
@@ -321,7 +321,7 @@ def test_the_deterministic_flag_reaches_the_training_config(
         seen.append(config)
         return {"val_loss": [0.5], "val_accuracy": [0.9], "val_auc": [0.95]}
 
-    monkeypatch.setattr(pcam.train, "train", fake_train)
+    monkeypatch.setattr(pcam.model.train, "train", fake_train)
     argv = ["train", "--data", str(synthetic_root), "--out", str(tmp_path / "run"), *flags]
     assert main(argv) == 0
     assert seen[0].deterministic is expected

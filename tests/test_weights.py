@@ -18,9 +18,8 @@ keras = pytest.importorskip("keras")
 
 from pcam.cli import main  # noqa: E402
 from pcam.errors import DownloadError  # noqa: E402
-from pcam.model import build_model  # noqa: E402
-from pcam.testing import write_split  # noqa: E402
-from pcam.weights import (  # noqa: E402
+from pcam.model.architectures import build_model  # noqa: E402
+from pcam.model.weights import (  # noqa: E402
     HASH_VARIABLE,
     RESNET50_NOTOP_FILE,
     RESNET50_NOTOP_MD5,
@@ -28,6 +27,7 @@ from pcam.weights import (  # noqa: E402
     URL_VARIABLE,
     imagenet_weights_path,
 )
+from pcam.testing import write_split  # noqa: E402
 
 WRONG_MD5 = "0" * 32
 

@@ -99,17 +99,17 @@ TESTS_FOR: dict[str, tuple[str, ...]] = {
         "tests/test_deep_check.py",
     ),
     "pcam/data/verify.py": ("tests/test_deep_check.py",),
-    "pcam/download.py": ("tests/test_download.py",),
+    "pcam/data/download.py": ("tests/test_download.py",),
     "pcam/outputs.py": ("tests/test_outputs.py",),
-    "pcam/metrics.py": ("tests/test_metrics.py",),
-    "pcam/cam_quality.py": ("tests/test_cam_quality.py",),
-    "pcam/gradcam.py": ("tests/test_gradcam.py",),
-    "pcam/heads.py": ("tests/test_heads.py", "tests/test_gradcam.py"),
+    "pcam/evaluation/metrics.py": ("tests/test_metrics.py",),
+    "pcam/explain/cam_quality.py": ("tests/test_cam_quality.py",),
+    "pcam/explain/gradcam.py": ("tests/test_gradcam.py",),
+    "pcam/model/heads.py": ("tests/test_heads.py", "tests/test_gradcam.py"),
 }
 """Each mutated module and its own test files: a mutant must be killed by these alone."""
 
 NOT_MUTATED: dict[str, tuple[str, ...]] = {
-    "pcam/gradcam.py": (
+    "pcam/explain/gradcam.py": (
         "__init__",
         "_check_images",
         "spatial_layers",
@@ -122,7 +122,7 @@ NOT_MUTATED: dict[str, tuple[str, ...]] = {
 """Functions left out of a module's mutation, by name: the issue asks for Grad-CAM's arithmetic
 (the score, the gradients, the weights, the maps, their normalisation and upsampling), not its
 model plumbing (finding layers, building the forward function, checking inputs), whose failures
-are loud errors that the Grad-CAM tests already meet. Reading the head is :mod:`pcam.heads`,
+are loud errors that the Grad-CAM tests already meet. Reading the head is :mod:`pcam.model.heads`,
 mutated whole. The copy marks each such ``def`` ``# pragma: no mutate block``; the package
 source stays unmarked."""
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pcam import layout
-from pcam.heads import DEFAULT_THRESHOLD
+from pcam.model.heads import DEFAULT_THRESHOLD
 
 EXIT_OK = 0
 EXIT_ERROR = 1

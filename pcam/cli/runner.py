@@ -4,7 +4,10 @@
 ``run(args)``. The project's own errors, the operating system's (a read-only folder, a full
 disk, a path through a file) and the input pipeline's become one line on stderr and exit 1;
 Ctrl-C exits 130 and SIGTERM (what ``timeout``, systemd, Docker and Slurm send) 143, both after
-unwinding, so nothing is left half-written.
+unwinding, so nothing is left half-written. A signal raises its exception wherever the program
+is, and inside TensorFlow's Python code that exception sometimes comes out as another one (a
+``SystemError`` from a half-built list, say): whatever unwinds after a signal arrived is that
+signal's exit, never a traceback.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_deprecated_positionals(args, args.usage_error)
-    previous_handler = _terminate_like_interrupt()
+    received.clear()
+    previous_handlers = _handle_signals()
     previous_format = warnings.formatwarning
     warnings.formatwarning = _one_line_warning(args.command)
     try:
@@ -46,33 +50,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PCamError as error:
         return _fail(args.command, str(error))
     except Terminated:
-        print(f"pcam {args.command}: terminated", file=sys.stderr)
-        return EXIT_TERMINATED
+        return _stopped(args.command, signal.SIGTERM)
     except KeyboardInterrupt:
-        print(f"pcam {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except OSError as error:
-        return _fail(args.command, describe_os_error(error))
+        return _stopped(args.command, signal.SIGINT)
     except Exception as error:
+        if received:  # the signal's exception, turned into another on its way out
+            return _stopped(args.command, received[-1])
+        if isinstance(error, OSError):
+            return _fail(args.command, describe_os_error(error))
         ours = _pipeline_error(error)
         if ours is None:
             raise
         return _fail(args.command, str(ours))
     finally:
         warnings.formatwarning = previous_format
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
 
 
 def run() -> int:
     """The ``pcam`` command: :func:`main`, with TensorFlow's C++ start-up log filtered out.
 
-    See :mod:`pcam.quiet`; ``PCAM_TF_LOG=1`` shows that log.
+    See :mod:`pcam.cli.quiet`; ``PCAM_TF_LOG=1`` shows that log.
     """
-    from pcam.quiet import filter_tensorflow_log
+    from pcam.cli.quiet import filter_tensorflow_log
 
     filter_tensorflow_log()
     return main()
+
+
+received: list[int] = []
+"""The signals (SIGINT, SIGTERM) received during the current :func:`main`, in order."""
+
+
+def _stopped(command: str, signum: int) -> int:
+    """The line and exit status of a run stopped by ``signum``: Ctrl-C (130) or SIGTERM (143)."""
+    if signum == signal.SIGTERM:
+        print(f"pcam {command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    print(f"pcam {command}: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _fail(command: str, message: str) -> int:
@@ -84,19 +101,28 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so it unwinds (and cleans up) as for Ctrl-C."""
 
 
-def _terminate_like_interrupt() -> Any:
-    """Make SIGTERM raise :class:`Terminated`; returns the previous handler (``None`` if unset).
+def _handle_signals() -> dict[int, Any]:
+    """SIGTERM raises :class:`Terminated`, Ctrl-C ``KeyboardInterrupt``; returns the old handlers.
 
-    Only the main thread of the main interpreter may set handlers; elsewhere (a test runner's
-    worker thread) the default stays.
+    Each signal is noted in :data:`received` first. Only the main thread of the main interpreter
+    may set handlers; elsewhere (a test runner's worker thread) the defaults stay. A SIGINT
+    that someone chose to ignore stays ignored.
     """
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
     def terminate(signum: int, frame: object) -> None:
+        received.append(signum)
         raise Terminated
 
-    return signal.signal(signal.SIGTERM, terminate)
+    def interrupt(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous: dict[int, Any] = {signal.SIGTERM: signal.signal(signal.SIGTERM, terminate)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
+    return previous
 
 
 def _one_line_warning(command: str) -> Callable[..., str]:

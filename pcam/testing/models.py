@@ -3,7 +3,7 @@
 It keeps spatial layout up to its dense head (no global pooling), so it can learn the PCam rule
 that only the centre 32x32 region decides the label. Like the real models of this package it
 takes raw ``uint8`` patches and scales them itself. Its head can be any of the forms pcam
-reads (:mod:`pcam.heads`), to test that every command accepts each of them.
+reads (:mod:`pcam.model.heads`), to test that every command accepts each of them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ HeadForm = Literal[
     "two_logits",
 ]
 HEAD_FORMS: tuple[HeadForm, ...] = get_args(HeadForm)
-"""The head forms of :func:`tiny_model`, one per row of :mod:`pcam.heads` (and mixed precision)."""
+"""The head forms of :func:`tiny_model`: one per row of :mod:`pcam.model.heads`, mixed precision."""
 
 
 def tiny_model(

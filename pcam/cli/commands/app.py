@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return options.EXIT_ERROR
-    from pcam.app import streamlit_command
-    from pcam.app.logic import MAX_UPLOAD_MB, address_warning
+    from pcam.serve.app import streamlit_command
+    from pcam.serve.app.logic import MAX_UPLOAD_MB, address_warning
 
     if args.model is not None and not args.model.is_file():
         # a bad file's content is reported in the page itself

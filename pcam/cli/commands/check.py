@@ -10,7 +10,7 @@ from typing import Any
 from pcam import layout
 from pcam.cli import options
 from pcam.data.split import PCamSplit, find_splits
-from pcam.report import split_summary
+from pcam.data.summary import split_summary
 
 
 def add(commands: Any) -> argparse.ArgumentParser:

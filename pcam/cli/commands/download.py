@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     """Download with one byte-counting bar per file; print one line per file."""
     from tqdm import tqdm
 
-    from pcam.download import download
+    from pcam.data.download import download
 
     bars: dict[str, tqdm[NoReturn]] = {}
 

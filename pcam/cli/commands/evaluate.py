@@ -40,7 +40,7 @@ def add(commands: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate with a progress bar, then print the table and what the report holds."""
-    from pcam.evaluate import evaluate, format_table
+    from pcam.evaluation.evaluate import evaluate, format_table
 
     split = open_split(args.data, args.split)
     work = len(split) * (8 if args.tta else 1)

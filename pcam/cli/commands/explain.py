@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         args.usage_error(f"pass either --data DIR (with --split) or IMAGE paths; found {found}")
     if args.split is not None and args.data is None:
         args.usage_error("--split goes with --data DIR, not with IMAGE paths")
-    from pcam.explain import explain, format_summary
+    from pcam.explain.explanation import explain, format_summary
 
     with options.progress_bar(args.n, "explaining") as update:
         report = explain(

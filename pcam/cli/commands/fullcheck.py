@@ -49,7 +49,7 @@ def add(commands: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the check with progress bars; print the table and the verdict (exit 1 below a floor)."""
-    from pcam.evaluate import format_table
+    from pcam.evaluation.evaluate import format_table
     from pcam.fullcheck import full_check
 
     if args.unfreeze_from is not None and not args.two_phase:

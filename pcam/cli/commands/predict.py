@@ -53,7 +53,7 @@ def add(commands: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Check the output first, predict with a progress bar, print one summary line."""
-    from pcam.predict import check_output, count_patches, predict, resolve_inputs
+    from pcam.serve.predict import check_output, count_patches, predict, resolve_inputs
 
     to_stdout = str(args.out) == "-"
     if not to_stdout:

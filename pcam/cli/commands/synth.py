@@ -7,7 +7,7 @@ from typing import Any
 
 from pcam.cli import options
 from pcam.data.split import open_split
-from pcam.report import split_summary
+from pcam.data.summary import split_summary
 
 
 def add(commands: Any) -> argparse.ArgumentParser:

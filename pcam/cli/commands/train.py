@@ -66,7 +66,7 @@ def _add(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, then print the best epoch's figures and where the model is."""
-    from pcam.train import train
+    from pcam.model.train import train
 
     config = options.config_from_args(TrainConfig, args)
     history = train(config, verbose=options.keras_verbosity())

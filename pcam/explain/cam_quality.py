@@ -1,7 +1,7 @@
 """How well class activation maps locate tumour: pointing game, energy, deletion and insertion.
 
 Every metric takes maps at the patch size (``[B, H, W]``, non-negative, as
-:meth:`pcam.gradcam.GradCAM.heatmaps` returns them with ``size=(96, 96)``) and, for the mask
+:meth:`pcam.explain.gradcam.GradCAM.heatmaps` returns them with ``size=(96, 96)``) and, for the mask
 metrics, tumour masks of the same shape (the synthetic writer's masks, or the PCam train mask).
 
 - **Pointing game**: does the map's maximum fall inside the mask? Ties (a plateau of equal
@@ -121,7 +121,7 @@ def deletion_insertion(
         raise InvalidArgumentError(
             "maps",
             f"one map per image at the patch size, shape {batch.shape[:3]} "
-            "(upsample them with pcam.gradcam.upsample)",
+            "(upsample them with pcam.explain.gradcam.upsample)",
             f"shape {values.shape}",
         )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -188,7 +188,7 @@ def random_maps(
     coarse = grid if grid is not None else (height, width)
     values = rng.random((count, *coarse), dtype=np.float32)
     if tuple(coarse) != (height, width):
-        from pcam.gradcam import upsample  # TensorFlow only when a grid is upsampled
+        from pcam.explain.gradcam import upsample  # TensorFlow only when a grid is upsampled
 
         values = upsample(values, (height, width))
     peak = values.reshape(count, -1).max(axis=1).reshape(count, 1, 1)

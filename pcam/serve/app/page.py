@@ -1,12 +1,12 @@
-"""The Streamlit page of ``pcam app``, built on :mod:`pcam.app.logic`.
+"""The Streamlit page of ``pcam app``, built on :mod:`pcam.serve.app.logic`.
 
 Streamlit runs the script again on every interaction; what is slow is cached across runs and
 sessions: the model (:func:`classifier`) and each layer's Grad-CAM function (:func:`explainer`)
 as resources, keyed by the model path, its modification time and size (a retrained model is
 loaded again) and the layer; the predictions and maps of a batch as data, keyed by a digest of
-its pixels; each upload's decoded patch by :func:`pcam.app.logic.decode_upload`, keyed by a
+its pixels; each upload's decoded patch by :func:`pcam.serve.app.logic.decode_upload`, keyed by a
 digest of its bytes. Moving the opacity slider or the threshold only blends and relabels.
-Upload names are escaped (:func:`pcam.app.logic.markdown_text`) wherever Markdown shows them.
+Upload names are escaped (:func:`pcam.serve.app.logic.markdown_text`) wherever Markdown shows them.
 
 The page always says it is for research use only (:data:`NOTICE`). The *Grad-CAM maps* switch
 (on by default) turns the maps off: the page then builds no explainer and computes no map, and
@@ -25,8 +25,8 @@ import numpy as np
 import numpy.typing as npt
 import streamlit as st
 
-from pcam.app import logic
 from pcam.errors import PCamError
+from pcam.serve.app import logic
 
 MAX_DETAILS: Final = 50
 """Patches shown one by one (image, overlay, label); the table always has them all."""
@@ -213,8 +213,8 @@ def _decode_all(items: Sequence[tuple[str, str, bytes]]) -> list[Decoded]:
 
     Each result carries its own name and patch, so an upload that fails (an error, or no patch
     for any other reason) is left out whole and cannot shift the names of the others. Decoding
-    is remembered by :func:`pcam.app.logic.decode_upload`, so a rerun decodes nothing again.
-    Names are escaped (:func:`pcam.app.logic.markdown_text`) wherever Markdown shows them.
+    is remembered by :func:`pcam.serve.app.logic.decode_upload`, so a rerun decodes nothing again.
+    Names are escaped (:func:`pcam.serve.app.logic.markdown_text`) wherever Markdown shows them.
     """
     ready = []
     for file_id, name, data in items:

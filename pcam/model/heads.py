@@ -12,7 +12,7 @@ included); class 1 is tumour, class 0 normal:
 
 The separate activation layer may have its own dtype (``float32`` under a mixed-precision
 policy, as Keras' mixed-precision guide recommends). The *logits* are the dense layer's
-pre-activation outputs; Grad-CAM differentiates them (:mod:`pcam.gradcam`).
+pre-activation outputs; Grad-CAM differentiates them (:mod:`pcam.explain.gradcam`).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def prepare_multiworker_fit(model: Any, strategy: Any) -> None:
     ):
         raise RuntimeError(
             f"Keras {keras.__version__} is laid out differently from 3.15: "
-            "pcam.multiworker needs updating for multi-worker training"
+            "pcam.model.multiworker needs updating for multi-worker training"
         )
     images = np.zeros((1, *IMAGE_SHAPE), dtype=np.uint8)
     labels = np.zeros((1,), dtype=np.int32)

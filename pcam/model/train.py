@@ -23,22 +23,22 @@ from typing import Any
 
 import keras
 
-from pcam.backup import (
-    METADATA_FILE,
-    ResumableBackup,
-    discard_unusable_backup,
-    finished_epochs,
-)
 from pcam.config import LR_SCHEDULES, STRATEGIES, TrainConfig
 from pcam.data.split import open_split
 from pcam.errors import InvalidArgumentError, OutputExistsError
-from pcam.model import (
+from pcam.model.architectures import (
     backbone_layers,
     build_model,
     resolve_weights,
     set_backbone_trainable,
 )
-from pcam.multiworker import prepare_multiworker_fit
+from pcam.model.backup import (
+    METADATA_FILE,
+    ResumableBackup,
+    discard_unusable_backup,
+    finished_epochs,
+)
+from pcam.model.multiworker import prepare_multiworker_fit
 from pcam.outputs import (
     MARKER,
     atomic_path,
@@ -116,8 +116,8 @@ def deterministic_ops(enabled: bool, seed: int) -> Iterator[None]:
     TensorFlow's op determinism, which picks deterministic kernels (or raises for an op that has
     none) and makes ``tf.data`` keep its order. The rest is the project's own: the loader is a
     pure function of ``(seed, epoch, step)``, and a resumed run restores the loader's position,
-    the optimizer, the dropout seed counters and early stopping (:mod:`pcam.backup`). The previous
-    op-determinism setting comes back after the block, since it is global to the process.
+    the optimizer, the dropout seed counters and early stopping (:mod:`pcam.model.backup`). The
+    previous op-determinism setting comes back after the block, since it is global to the process.
     """
     if not enabled:
         yield
@@ -238,7 +238,7 @@ def read_start_weights(init: str | os.PathLike[str], run: Path) -> dict[str, lis
 
     ``init`` must lie outside the run directory, whose ``model.keras`` the run replaces.
     """
-    from pcam.model import load_model
+    from pcam.model.architectures import load_model
 
     path = Path(init)
     if path.resolve().is_relative_to(run.resolve()):

@@ -11,13 +11,13 @@
   (their SHA-256), name and fit, and remembered (the last :data:`UPLOAD_CACHE_ENTRIES`, for
   every session of the server), so a rerun (a slider move) and a fit choice decode nothing
   again; an image too large or of the wrong size is refused from its header
-  (:mod:`pcam.patch_io`).
+  (:mod:`pcam.data.patch_io`).
 - :func:`predict` classifies all the patches in batches of up to :data:`BATCH_SIZE` (one model
   call for a usual upload) and times the model calls; the time per patch it reports is the
   batch's time divided by its number of patches, and is labelled so.
 - :func:`gradcam_maps`, :func:`select_maps` and :func:`overlays` give the Grad-CAM overlays;
   :func:`make_rows` and :func:`rows_to_csv` the batch table and its CSV, whose text cells are
-  neutralised as ``pcam predict``'s are (:func:`pcam.predict.csv_text`).
+  neutralised as ``pcam predict``'s are (:func:`pcam.serve.predict.csv_text`).
 - :func:`markdown_text` escapes an upload's name before the page puts it into Markdown;
   :func:`address_warning` is the warning ``pcam app`` prints for an address other machines can
   reach.
@@ -42,7 +42,8 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from pcam import heads, layout
+from pcam import layout
+from pcam.data.patch_io import EXPECTED, FitMode, PatchSizeError, decode_patch
 from pcam.errors import (
     InvalidArgumentError,
     MissingFileError,
@@ -50,8 +51,8 @@ from pcam.errors import (
     UnreadableFileError,
     first_line,
 )
-from pcam.patch_io import EXPECTED, FitMode, PatchSizeError, decode_patch
-from pcam.predict import csv_text
+from pcam.model import heads
+from pcam.serve.predict import csv_text
 
 DEMO_MODEL: Final = Path("pcam-demo") / "run" / "model.keras"
 """Where ``pcam demo`` (default ``--out``) leaves its model, relative to the working directory."""
@@ -164,8 +165,8 @@ class Classifier:
 
 def load_classifier(path: str | os.PathLike[str]) -> Classifier:
     """Load a saved model and check it is a PCam classifier; one-line errors for bad files."""
-    from pcam.gradcam import spatial_layers
-    from pcam.model import load_model
+    from pcam.explain.gradcam import spatial_layers
+    from pcam.model.architectures import load_model
 
     model_path = Path(path)
     model = load_model(model_path)  # one-line errors; input, output and head checked
@@ -216,7 +217,7 @@ def fit_choices(width: int, height: int) -> tuple[FitMode, ...]:
 
 
 def decode_upload(name: str, data: bytes, fit: FitMode | None = None) -> Upload:
-    """Decode an upload with :func:`pcam.patch_io.decode_patch`; never raises.
+    """Decode an upload with :func:`pcam.data.patch_io.decode_patch`; never raises.
 
     A 96x96 image becomes a patch. An image of another size needs ``fit`` (``"crop"`` or
     ``"resize"``): without it the result only carries its size (:attr:`Upload.needs_fit`).
@@ -349,9 +350,9 @@ class Predictions:
 def predict(classifier: Classifier, patches: npt.ArrayLike) -> Predictions:
     """Classify patches ``uint8 [n, 96, 96, 3]`` in as few model calls as possible, timed.
 
-    The probabilities are :func:`pcam.inference.tumour_probabilities`'s.
+    The probabilities are :func:`pcam.model.inference.tumour_probabilities`'s.
     """
-    from pcam.inference import tumour_probabilities
+    from pcam.model.inference import tumour_probabilities
 
     batch = _check_patches(patches)
     parts = []
@@ -366,11 +367,11 @@ def predict(classifier: Classifier, patches: npt.ArrayLike) -> Predictions:
 
 
 def make_explainer(classifier: Classifier, layer: str) -> Any:
-    """A :class:`pcam.gradcam.GradCAM` of the tumour logit at ``layer`` (built once: cache it).
+    """A :class:`pcam.explain.gradcam.GradCAM` of the tumour logit at ``layer`` (build once, cache).
 
     Raises a one-line :class:`pcam.errors.PCamError` for a model Grad-CAM cannot explain.
     """
-    from pcam.gradcam import GradCAM
+    from pcam.explain.gradcam import GradCAM
 
     with classifier.lock:
         try:
@@ -430,7 +431,7 @@ def overlays(
     patches: npt.ArrayLike, maps: npt.ArrayLike, opacity: float
 ) -> list[npt.NDArray[np.uint8]]:
     """Each patch blended with its coloured map (jet): ``(1 - opacity) * patch + opacity * map``."""
-    from pcam.explain_plots import overlay
+    from pcam.explain.plots import overlay
 
     batch = _check_patches(patches)
     heat = np.asarray(maps, dtype=np.float32)
@@ -511,7 +512,7 @@ def table_columns(rows: Sequence[Row]) -> dict[str, list[Any]]:
 def rows_to_csv(rows: Sequence[Row]) -> str:
     """The batch table as CSV text: a header, then probabilities to 6 decimals, ms to 3.
 
-    Text cells (file, label, note) go through :func:`pcam.predict.csv_text`, as in
+    Text cells (file, label, note) go through :func:`pcam.serve.predict.csv_text`, as in
     ``pcam predict``'s CSV: an upload named ``=cmd|calc.png`` is written ``'=cmd|calc.png``.
     A row with a carriage return in a cell has every cell quoted (Python's writer would leave
     it bare, and readers would split the row there).

@@ -7,7 +7,7 @@ each patch's map depends on that patch alone (batched equals one by one).
 
 The score is the classifier's *logit* for the class, the pre-activation output of its dense
 head, never a probability (whose gradient vanishes where it saturates). The heads of
-:mod:`pcam.heads` are supported, and only those:
+:mod:`pcam.model.heads` are supported, and only those:
 
 - one unit (``Dense(1, sigmoid)``, ``Dense(1)`` + ``Activation("sigmoid")``, ``Dense(1)``
   logits): class 1 (tumour) uses the logit ``z`` and class 0 (normal) ``-z``, the logit of
@@ -37,7 +37,7 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from pcam.errors import InvalidArgumentError
-from pcam.heads import Head, head_of
+from pcam.model.heads import Head, head_of
 
 Method = Literal["gradcam", "gradcam++", "layercam"]
 METHODS: tuple[Method, ...] = ("gradcam", "gradcam++", "layercam")

@@ -18,7 +18,7 @@ import keras
 from pcam.config import ARCHITECTURES, Architecture
 from pcam.errors import InvalidArgumentError, MissingFileError, UnreadableFileError, first_line
 from pcam.layout import IMAGE_SHAPE
-from pcam.weights import imagenet_weights_path
+from pcam.model.weights import imagenet_weights_path
 
 __all__ = [  # ARCHITECTURES and Architecture live in pcam.config; importable from here too
     "ARCHITECTURES",
@@ -66,8 +66,8 @@ def build_model(
     """Build the uncompiled classifier: ``uint8 [B, 96, 96, 3]`` to tumour probability ``[B, 1]``.
 
     ``weights`` is ``None`` (random), ``"imagenet"`` (ResNet50 only; downloaded on first use,
-    see :func:`pcam.weights.imagenet_weights_path`) or the path of a local weights file for the
-    backbone (the ResNet50 "notop" weights, or any weights saved from a backbone of the same
+    see :func:`pcam.model.weights.imagenet_weights_path`) or the path of a local weights file for
+    the backbone (the ResNet50 "notop" weights, or any weights saved from a backbone of the same
     architecture).
     ``freeze_backbone`` makes the backbone untrainable (the first phase of fine-tuning; see
     :func:`set_backbone_trainable` for the second). ``mixed_precision`` builds every layer with
@@ -144,7 +144,7 @@ def resolve_weights(architecture: str, weights: str | os.PathLike[str] | None) -
     """The local weights file for ``weights`` (or ``None``), checked against the architecture.
 
     ``"imagenet"`` becomes the path of the cached ResNet50 ImageNet weights, downloaded first if
-    need be (see :func:`pcam.weights.imagenet_weights_path`).
+    need be (see :func:`pcam.model.weights.imagenet_weights_path`).
     """
     if weights is None:
         return None
@@ -240,9 +240,9 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
 def _check_classifier(model: keras.Model, path: Path) -> None:
     """Raise unless ``model`` maps ``[B, 96, 96, 3]`` to ``[B, 1]`` or ``[B, 2]`` by a known head.
 
-    The heads are those of :mod:`pcam.heads`, whose outputs pcam knows how to read.
+    The heads are those of :mod:`pcam.model.heads`, whose outputs pcam knows how to read.
     """
-    from pcam.heads import SUPPORTED_HEADS, unsupported_head
+    from pcam.model.heads import SUPPORTED_HEADS, unsupported_head
 
     try:
         inputs = [tuple(tensor.shape) for tensor in model.inputs]

@@ -10,7 +10,7 @@ file and start afresh.
 
 :class:`ResumableBackup` saves both beside the Keras backup, tagged with the epoch they belong to,
 and restores them when the run resumes. The loader's position is the third piece; the trainer
-reads it with :func:`finished_epochs` before it builds the stream (see :mod:`pcam.train`).
+reads it with :func:`finished_epochs` before it builds the stream (see :mod:`pcam.model.train`).
 
 The backup also survives a full disk or a kill while it is written. Keras writes
 ``latest.weights.h5`` and its epoch record in place, so a failure halfway leaves a truncated file

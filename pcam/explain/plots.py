@@ -1,7 +1,7 @@
 """Heatmap figures: colour overlays of CAMs on patches, and a grid of patches with their maps.
 
 Figures use Matplotlib's object API (no pyplot, no global state, no display needed), like
-:mod:`pcam.plots`; single overlays are written pixel for pixel with Pillow.
+:mod:`pcam.evaluation.plots`; single overlays are written pixel for pixel with Pillow.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from pcam.errors import InvalidArgumentError
-from pcam.heads import DEFAULT_THRESHOLD
-from pcam.metrics import CLASS_NAMES
+from pcam.evaluation.metrics import CLASS_NAMES
+from pcam.model.heads import DEFAULT_THRESHOLD
 
 PANELS = ("patch", "heatmap (each scaled to its own maximum)", "overlay")
 """The three panels shown for each patch, left to right."""
@@ -161,7 +161,7 @@ def _check_heatmap(heatmap: npt.ArrayLike, size: tuple[int, ...]) -> npt.NDArray
     if values.shape != size:
         raise InvalidArgumentError(
             "heatmap",
-            f"a map of the patch's size {size} (upsample it with pcam.gradcam.upsample)",
+            f"a map of the patch's size {size} (upsample it with pcam.explain.gradcam.upsample)",
             f"shape {values.shape}",
         )
     if not np.isfinite(values).all() or values.min() < 0.0 or values.max() > 1.0:

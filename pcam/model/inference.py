@@ -2,7 +2,7 @@
 
 ``pcam evaluate``, ``pcam predict``, the full check and the web app all call
 :func:`tumour_probabilities`, so they read a model's outputs the same way: through its head
-(:mod:`pcam.heads`: the probability itself, the sigmoid of a logit, or the tumour column of a
+(:mod:`pcam.model.heads`: the probability itself, the sigmoid of a logit, or the tumour column of a
 two-class head), optionally averaged over the 8 symmetries of the square.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pcam.data import d4
-from pcam.heads import head_of
+from pcam.model.heads import head_of
 
 
 def tumour_probabilities(

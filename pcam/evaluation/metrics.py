@@ -15,7 +15,7 @@ import numpy.typing as npt
 from sklearn import metrics as skm
 
 from pcam.errors import InvalidArgumentError
-from pcam.heads import DEFAULT_THRESHOLD
+from pcam.model.heads import DEFAULT_THRESHOLD
 
 CLASS_NAMES = ("normal", "tumour")
 """Label 0 and label 1."""

@@ -1,10 +1,10 @@
 r"""Predict the tumour probability of patches with a saved model and write them as CSV.
 
 The inputs are patch images (PNG, JPEG or TIFF files, or folders of them: a folder gives its
-image files by name, not recursively, as :mod:`pcam.explain` reads them) and PCam image files
-(``*_x.h5``, dataset ``x``, every row predicted), mixed in any order. They are streamed in
+image files by name, not recursively, as :mod:`pcam.explain.explanation` reads them) and PCam image
+files (``*_x.h5``, dataset ``x``, every row predicted), mixed in any order. They are streamed in
 batches: an HDF5 file is read one batch-sized slice at a time, never whole. Images that are not
-96x96 are refused, centre-cropped or resized as ``fit`` says (:mod:`pcam.patch_io`).
+96x96 are refused, centre-cropped or resized as ``fit`` says (:mod:`pcam.data.patch_io`).
 
 The CSV has one row per patch, in input order, with the columns
 
@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pcam import layout
+from pcam.data.patch_io import FitMode, decode_patch
 from pcam.errors import (
     InvalidArgumentError,
     LayoutError,
@@ -50,9 +51,8 @@ from pcam.errors import (
     OutputPathError,
     UnsafeOutputError,
 )
-from pcam.heads import DEFAULT_THRESHOLD
+from pcam.model.heads import DEFAULT_THRESHOLD
 from pcam.outputs import atomic_path, check_writable
-from pcam.patch_io import FitMode, decode_patch
 
 HDF5_SUFFIXES: Final = (".h5", ".hdf5")
 """File name endings read as PCam image files (any case); anything else is read as an image."""
@@ -135,7 +135,7 @@ def resolve_inputs(inputs: Sequence[InputPath]) -> list[Source]:
     file is an image, decoded when its turn comes. Raises a :class:`pcam.errors.PCamError`
     with a one-line message for a missing path, a folder without images, or a bad HDF5 file.
     """
-    from pcam.patch_io import image_files
+    from pcam.data.patch_io import image_files
 
     sources: list[Source] = []
     for entry in map(Path, inputs):
@@ -176,7 +176,7 @@ def iter_patches(
     """Batches of ``batch_size`` patches (the last may be smaller) from the inputs, in order.
 
     ``inputs`` are paths (see :func:`resolve_inputs`) or sources it returned. Images are decoded
-    one by one with :func:`pcam.patch_io.decode_patch` under ``fit``; HDF5 files are read in
+    one by one with :func:`pcam.data.patch_io.decode_patch` under ``fit``; HDF5 files are read in
     slices of at most ``batch_size`` rows. Memory holds about one batch.
     """
     if batch_size < 1:
@@ -205,10 +205,10 @@ def predict_patches(
     """Each batch with its tumour probabilities ``[b]`` (float64), as the batches come.
 
     With ``tta`` each patch is predicted under the 8 symmetries of the square and the
-    probabilities are averaged (:func:`pcam.inference.tumour_probabilities`). ``progress`` is called
-    with the number of patches done after each batch.
+    probabilities are averaged (:func:`pcam.model.inference.tumour_probabilities`). ``progress`` is
+    called with the number of patches done after each batch.
     """
-    from pcam.inference import tumour_probabilities
+    from pcam.model.inference import tumour_probabilities
 
     done = 0
     for batch in batches:
@@ -333,8 +333,8 @@ def predict(
     """Predict every patch of ``inputs`` and write the CSV to ``out`` (a path or a stream).
 
     ``model`` is a loaded Keras model or the path of a saved one (loaded with
-    :func:`pcam.model.load_model` after the inputs and the output are checked). Returns a
-    :class:`PredictionSummary`.
+    :func:`pcam.model.architectures.load_model` after the inputs and the output are checked).
+    Returns a :class:`PredictionSummary`.
     """
     if not 0.0 <= threshold <= 1.0:
         raise InvalidArgumentError("threshold", "a probability in [0, 1]", threshold)
@@ -343,7 +343,7 @@ def predict(
         given = [source.path for source in sources]
         check_output(out, overwrite=overwrite, inputs=[*given, model] if _is_path(model) else given)
     if isinstance(model, (str, os.PathLike)):
-        from pcam.model import load_model
+        from pcam.model.architectures import load_model
 
         model = load_model(model)
     started = time.perf_counter()

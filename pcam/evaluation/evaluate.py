@@ -16,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from pcam.data.split import open_split
-from pcam.heads import DEFAULT_THRESHOLD
-from pcam.inference import tumour_probabilities
-from pcam.metrics import CLASS_NAMES, classification_report
+from pcam.evaluation.metrics import CLASS_NAMES, classification_report
+from pcam.model.heads import DEFAULT_THRESHOLD
+from pcam.model.inference import tumour_probabilities
 from pcam.outputs import refuse_existing_directory, staged_directory
 
 REPORT = "report"
@@ -71,7 +71,7 @@ def write_report(
     merged into the JSON (model path, split, options). ``overwrite`` replaces only a report pcam
     wrote that holds none of ``inputs`` (see :func:`pcam.outputs.refuse_unsafe_replacement`).
     """
-    from pcam import plots
+    from pcam.evaluation import plots
 
     destination = Path(out_dir)
     refuse_existing_directory(destination, overwrite=overwrite, kind=REPORT, inputs=inputs)
@@ -137,7 +137,7 @@ def evaluate(
     The report folder is checked before the model loads: it must be new, empty or (with
     ``overwrite``) a report pcam wrote, away from the model and the data, and writable.
     """
-    from pcam.model import load_model
+    from pcam.model.architectures import load_model
 
     destination = Path(out_dir)
     inputs = (model_path, data_dir)

@@ -1,9 +1,9 @@
 """The web app (``pcam app``): classify uploaded patches and show their Grad-CAM overlays.
 
-- :mod:`pcam.app.logic`: everything testable, as plain functions without Streamlit (finding and
-  loading the model, decoding uploads, batch prediction with timing, Grad-CAM maps and
+- :mod:`pcam.serve.app.logic`: everything testable, as plain functions without Streamlit
+  (finding and loading the model, decoding uploads, batch prediction with timing, Grad-CAM maps and
   overlays, the batch table and its CSV);
-- :mod:`pcam.app.page`: the Streamlit page built on them, with the cached resources;
+- :mod:`pcam.serve.app.page`: the Streamlit page built on them, with the cached resources;
 - ``streamlit_app.py``: the script ``streamlit run`` executes (:data:`SCRIPT`), two lines.
 
 Importing this package is cheap: it imports neither Streamlit nor TensorFlow.
@@ -27,7 +27,7 @@ def streamlit_command(
     """The ``python -m streamlit run`` command that serves the app on ``address:port``.
 
     Headless, without file watching or usage statistics, uploads limited to ``max_upload_mb``
-    (:data:`pcam.app.logic.MAX_UPLOAD_MB`); ``model`` (made absolute) is passed to the page.
+    (:data:`pcam.serve.app.logic.MAX_UPLOAD_MB`); ``model`` (made absolute) is passed to the page.
     """
     command = [
         sys.executable,

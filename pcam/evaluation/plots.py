@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
 
-from pcam.metrics import CLASS_NAMES
+from pcam.evaluation.metrics import CLASS_NAMES
 
 
 def plot_roc(

@@ -2,14 +2,14 @@
 
 :func:`explain` takes patches from a PCam split (``n`` of them, sampled by seed, half tumour
 where the split allows) or from image files (PNG, JPEG or TIFF, 96x96 RGB), computes their
-maps (Grad-CAM and friends, see :mod:`pcam.gradcam`) upsampled to the patch, and writes:
+maps (Grad-CAM and friends, see :mod:`pcam.explain.gradcam`) upsampled to the patch, and writes:
 
 - ``grid.png``: patch, heatmap and overlay of every patch, titled with the predicted tumour
   probability and the true label when known;
 - ``overlays/<name>.png``: each overlay at the patch's own 96x96 size;
 - ``explain.json``: per patch the probability, the label predicted at ``threshold`` and the
   true label, the layer, method and threshold, and the metrics of
-  :func:`pcam.cam_quality.cam_report` with their random baseline.
+  :func:`pcam.explain.cam_quality.cam_report` with their random baseline.
 
 The maps explain the tumour class by default (``class_index=1``): the question a pathologist
 asks of a heatmap is where the tumour evidence lies, and the tumour masks are the ground truth
@@ -35,15 +35,15 @@ import numpy as np
 import numpy.typing as npt
 
 from pcam import layout
+from pcam.data.patch_io import decode_patch, image_files
 from pcam.data.split import open_split
 from pcam.errors import InvalidArgumentError
-from pcam.heads import DEFAULT_THRESHOLD
-from pcam.metrics import CLASS_NAMES
+from pcam.evaluation.metrics import CLASS_NAMES
+from pcam.model.heads import DEFAULT_THRESHOLD
 from pcam.outputs import refuse_existing_directory, staged_directory
-from pcam.patch_io import decode_patch, image_files
 
 if TYPE_CHECKING:
-    from pcam.gradcam import Method
+    from pcam.explain.gradcam import Method
 
 EXPLANATION = "explanation"
 """The kind of output folder ``pcam explain`` writes (see :mod:`pcam.outputs`)."""
@@ -123,7 +123,7 @@ def image_patches(paths: Sequence[str | os.PathLike[str]], n: int | None = None)
 def read_patch_file(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
     """One 96x96 8-bit RGB patch from an image file (RGBA and palette images are converted).
 
-    The decoding is :func:`pcam.patch_io.decode_patch`'s, refusing other sizes.
+    The decoding is :func:`pcam.data.patch_io.decode_patch`'s, refusing other sizes.
     """
     patch, _ = decode_patch(
         path,
@@ -152,8 +152,8 @@ def explain(
 
     With ``split``, ``inputs`` is a PCam data directory and ``n`` patches of the split are
     sampled with ``seed``; without, ``inputs`` are image files or folders (the first ``n``).
-    ``layer`` and ``method`` are those of :class:`pcam.gradcam.GradCAM` (``None``: its default
-    layer). A patch is predicted tumour when its probability is at or above ``threshold``.
+    ``layer`` and ``method`` are those of :class:`pcam.explain.gradcam.GradCAM` (``None``: its
+    default layer). A patch is predicted tumour when its probability is at or above ``threshold``.
     ``progress`` is called with the number of patches mapped. Returns the JSON report.
     """
     destination = Path(out_dir)
@@ -171,9 +171,9 @@ def explain(
     else:
         patches = image_patches(paths, n)
 
-    from pcam.gradcam import GradCAM, spatial_layers
-    from pcam.inference import tumour_probabilities
-    from pcam.model import load_model
+    from pcam.explain.gradcam import GradCAM, spatial_layers
+    from pcam.model.architectures import load_model
+    from pcam.model.inference import tumour_probabilities
 
     model = load_model(model_path)
     cam = GradCAM(model, layer, method=checked_method)
@@ -203,7 +203,7 @@ def explain(
 
 def _check_settings(n: int, class_index: int, threshold: float, method: str) -> Method:
     """One-line errors for settings out of range, before any patch is read; the method."""
-    from pcam.gradcam import METHODS
+    from pcam.explain.gradcam import METHODS
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidArgumentError("n", "a number of patches >= 1", n)
@@ -296,8 +296,8 @@ def _metrics(
     grid: tuple[int, int],
     seed: int,
 ) -> dict[str, Any] | None:
-    """:func:`pcam.cam_quality.cam_report` on the patches of the explained class, or ``None``."""
-    from pcam.cam_quality import cam_report
+    """:func:`pcam.explain.cam_quality.cam_report` on the explained class's patches, or ``None``."""
+    from pcam.explain.cam_quality import cam_report
 
     if patches.labels is None:
         chosen = np.arange(len(patches.names))
@@ -328,7 +328,7 @@ def _write(
     report: dict[str, Any],
 ) -> None:
     """Build the output directory under a temporary name and rename it into place."""
-    from pcam import explain_plots
+    from pcam.explain import plots as explain_plots
 
     title = f"{report['method']} at {', '.join(report['layer'])}, {report['class_name']} class"
     if patches.masks is not None:
