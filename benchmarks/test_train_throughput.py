@@ -51,7 +51,7 @@ import pytest
 from benchmarks.conftest import QUICK, TRAIN_PATCHES, record
 
 if TYPE_CHECKING:
-    from pcam.model.architectures import Architecture
+    from pcam.config import Architecture
 
 TARGET_RATIO = 0.95
 """Train-step images/s fed by the loader over those fed from memory that the issue asks for."""

@@ -19,9 +19,9 @@ import importlib.machinery
 import importlib.util
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Final
+from typing import Any, Final
 
 MOVED: Final[dict[str, str]] = {
     "pcam.download": "pcam.data.download",
@@ -103,3 +103,19 @@ def install() -> None:
     """
     if not any(isinstance(finder, MovedModuleFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, MovedModuleFinder())
+
+
+def lazy_attributes(package: str, module: str, names: Sequence[str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for ``package`` that serves ``names`` from ``module``.
+
+    ``module`` is imported on the first such name used, so importing ``package`` stays cheap
+    (no TensorFlow); any other name raises the usual ``AttributeError``.
+    """
+    served = frozenset(names)
+
+    def get_attribute(name: str) -> Any:
+        if name in served:
+            return getattr(importlib.import_module(module), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return get_attribute

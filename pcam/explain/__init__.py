@@ -13,8 +13,9 @@ package is cheap: TensorFlow comes with the first of those names used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pcam.moved import lazy_attributes
 
 if TYPE_CHECKING:
     from pcam.explain.explanation import (
@@ -35,11 +36,6 @@ __all__ = [
     "read_patch_file",
     "sample_indices",
     "split_patches",
-]  # re-exported from pcam.explain.explanation
+]
 
-
-def __getattr__(name: str) -> Any:
-    """A name of :mod:`pcam.explain.explanation`, imported on first use."""
-    if name in __all__:
-        return getattr(importlib.import_module("pcam.explain.explanation"), name)
-    raise AttributeError(f"module 'pcam.explain' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, "pcam.explain.explanation", __all__)

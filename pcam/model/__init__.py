@@ -15,15 +15,15 @@ package is cheap: TensorFlow comes with the first of those names used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pcam.moved import lazy_attributes
 
 if TYPE_CHECKING:
+    from pcam.config import ARCHITECTURES, Architecture
     from pcam.model.architectures import (
-        ARCHITECTURES,
         CAFFE_BGR_MEAN,
         OWN_PREFIX,
-        Architecture,
         CaffePreprocess,
         backbone_layers,
         build_model,
@@ -43,11 +43,6 @@ __all__ = [
     "load_model",
     "resolve_weights",
     "set_backbone_trainable",
-]  # re-exported from pcam.model.architectures
+]
 
-
-def __getattr__(name: str) -> Any:
-    """A name of :mod:`pcam.model.architectures`, imported on first use."""
-    if name in __all__:
-        return getattr(importlib.import_module("pcam.model.architectures"), name)
-    raise AttributeError(f"module 'pcam.model' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, "pcam.model.architectures", __all__)

@@ -20,19 +20,6 @@ from pcam.errors import InvalidArgumentError, MissingFileError, UnreadableFileEr
 from pcam.layout import IMAGE_SHAPE
 from pcam.model.weights import imagenet_weights_path
 
-__all__ = [  # ARCHITECTURES and Architecture live in pcam.config; importable from here too
-    "ARCHITECTURES",
-    "CAFFE_BGR_MEAN",
-    "OWN_PREFIX",
-    "Architecture",
-    "CaffePreprocess",
-    "backbone_layers",
-    "build_model",
-    "load_model",
-    "resolve_weights",
-    "set_backbone_trainable",
-]
-
 OWN_PREFIX = "pcam_"
 """Name prefix of the layers this package adds around a backbone."""
 
