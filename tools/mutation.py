@@ -105,6 +105,7 @@ TESTS_FOR: dict[str, tuple[str, ...]] = {
     "pcam/explain/cam_quality.py": ("tests/test_cam_quality.py",),
     "pcam/explain/gradcam.py": ("tests/test_gradcam.py",),
     "pcam/model/heads.py": ("tests/test_heads.py", "tests/test_gradcam.py"),
+    "pcam/moved.py": ("tests/test_moved.py",),
 }
 """Each mutated module and its own test files: a mutant must be killed by these alone."""
 
