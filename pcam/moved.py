@@ -57,6 +57,14 @@ def new_name(old: str) -> str | None:
     return None
 
 
+def deprecation_message(old: str, new: str) -> str:
+    """The warning of an import through the old path ``old`` of the module now at ``new``."""
+    return (
+        f"{old} has moved to {new}; import it from there "
+        "(the old path is an alias that will be removed in a later release)"
+    )
+
+
 class MovedModuleLoader(importlib.abc.Loader):
     """Loads an old path as the module already imported (or now imported) from its new path."""
 
@@ -66,13 +74,12 @@ class MovedModuleLoader(importlib.abc.Loader):
         self.spec: importlib.machinery.ModuleSpec | None = None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        """The module at the new path; warns once that the old path is deprecated."""
-        warnings.warn(
-            f"{self.old} has moved to {self.new}; import it from there "
-            "(the old path is an alias that will be removed in a later release)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+        """The module at the new path, after a warning that the old path is deprecated.
+
+        ``stacklevel=2`` points the warning at the importing line: Python skips the import
+        system's own frames.
+        """
+        warnings.warn(deprecation_message(self.old, self.new), DeprecationWarning, stacklevel=2)
         module = importlib.import_module(self.new)
         self.spec = module.__spec__
         return module
