@@ -17,7 +17,7 @@ import pcam
 import pcam.explain
 import pcam.model
 from pcam import moved
-from pcam.moved import MOVED, MovedModuleFinder, new_name
+from pcam.moved import MOVED, MovedModuleFinder, lazy_attributes, new_name
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -234,3 +234,15 @@ def test_the_readme_lists_every_moved_path() -> None:
     section = text[text.index("### Moved modules") :]
     rows = dict(re.findall(r"^\| `(pcam[\w.]*)` \| `(pcam[\w.]*)` \|$", section, flags=re.M))
     assert rows == MOVED
+
+
+def test_lazy_attributes_serves_its_names_from_the_module_and_refuses_the_rest() -> None:
+    from pcam import layout
+
+    get = lazy_attributes("some.package", "pcam.layout", ["SPLITS", "IMAGE_SHAPE"])
+    assert get("SPLITS") is layout.SPLITS
+    assert get("IMAGE_SHAPE") is layout.IMAGE_SHAPE
+    for name in ("h5_path", "nothing"):  # in the module but not served; in neither
+        with pytest.raises(AttributeError) as error:
+            get(name)
+        assert str(error.value) == f"module 'some.package' has no attribute '{name}'"
