@@ -5,23 +5,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+
+from tests.profiles import load_profile
 
 if TYPE_CHECKING:
     from pcam.model.train import TrainConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# CI runs more examples and never fails on a slow example (a shared 2-core machine is noisy).
-settings.register_profile(
-    "ci",
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    print_blob=True,
-)
-settings.register_profile("dev", max_examples=25, deadline=None)
-settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+pytest_plugins = ["tests.slow_report"]
+
+load_profile()  # hypothesis: dev, ci (CI=true) or thorough (HYPOTHESIS_PROFILE); tests/profiles.py
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -22,6 +22,7 @@ from pcam.data.split import open_split
 from pcam.errors import InvalidArgumentError
 from pcam.testing import write_split
 from pcam.testing.strategies import SplitSpec, split_specs, stream_options, write_spec
+from tests.profiles import examples
 
 
 def _patch_index(images: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
@@ -42,7 +43,7 @@ def _epoch(
     return images, labels
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(spec=split_specs(max_size=200), options=stream_options(augment=False))
 def test_batches_hold_the_shard_order_exactly(spec: SplitSpec, options: StreamOptions) -> None:
     with tempfile.TemporaryDirectory() as root:
@@ -69,7 +70,7 @@ def test_batches_hold_the_shard_order_exactly(spec: SplitSpec, options: StreamOp
             )
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(spec=split_specs(max_size=200), options=stream_options(augment=False))
 def test_unshuffled_single_shard_stream_equals_the_file(
     spec: SplitSpec, options: StreamOptions
@@ -82,7 +83,7 @@ def test_unshuffled_single_shard_stream_equals_the_file(
         np.testing.assert_array_equal(np.concatenate(got_labels), labels)
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(
     spec=split_specs(min_size=2, max_size=200),
     options=stream_options(augment=False),
@@ -102,7 +103,7 @@ def test_shards_together_are_one_permutation_per_epoch(
         np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(spec.n))
 
 
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(spec=split_specs(max_size=150), options=stream_options(augment=True))
 def test_augmented_patches_are_symmetries_of_the_right_patch(
     spec: SplitSpec, options: StreamOptions

@@ -23,6 +23,7 @@ from pcam.data.split import PCamSplit, _normalise_index, open_split, runs
 from pcam.errors import InvalidArgumentError, LayoutError, MissingFileError, first_line
 from pcam.testing.strategies import SplitSpec, random_arrays, split_specs, write_spec
 from pcam.testing.synthetic import write_split
+from tests.profiles import examples
 
 STORAGES = ("contiguous", "chunked", "gzip")
 EXPECTED_LAYOUT = {"contiguous": "contiguous", "chunked": "chunked", "gzip": "chunked+gzip"}
@@ -78,7 +79,7 @@ def test_random_arrays_encode_their_index() -> None:
     assert set(np.unique(labels).tolist()) <= {0, 1}
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(spec=split_specs(max_size=160), data=st.data())
 def test_read_images_equals_written(spec: SplitSpec, data: st.DataObject) -> None:
     n = spec.n

@@ -16,6 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from pcam.data.reader import EpochReader, StreamOptions
 from pcam.data.split import PCamSplit, open_split
 from pcam.testing.strategies import SplitSpec, split_specs, write_spec
+from tests.profiles import examples
 
 
 def _patch_index(images: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
@@ -115,5 +116,7 @@ class ReaderMachine(RuleBasedStateMachine):
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-ReaderMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=12, deadline=None)
+ReaderMachine.TestCase.settings = settings(
+    max_examples=examples(25), stateful_step_count=12, deadline=None
+)
 TestReaderMachine = ReaderMachine.TestCase

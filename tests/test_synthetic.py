@@ -22,6 +22,7 @@ from pcam.data.split import open_split
 from pcam.errors import InvalidArgumentError, OutputExistsError
 from pcam.outputs import MARKER, written_files
 from pcam.testing.synthetic import CHUNK, SYNTHETIC, generate, write_arrays, write_split
+from tests.profiles import examples
 
 C0, C1 = layout.CENTRE_START, layout.CENTRE_STOP
 REAL_LABEL_SIZES = {"train": 262_144, "valid": 32_768, "test": 32_768}
@@ -125,7 +126,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
 # -- the label rule --------------------------------------------------------------------------------
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(1, 24),
