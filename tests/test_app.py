@@ -322,6 +322,7 @@ def test_load_classifier_refuses_bad_files_in_one_line(tmp_path: Path) -> None:
 # -- the page, through AppTest -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_uploads_give_rows_labels_and_the_csv(
     monkeypatch: pytest.MonkeyPatch,
     model_path: Path,
@@ -370,6 +371,7 @@ def test_uploads_give_rows_labels_and_the_csv(
     assert _table(app)["label"] != table["label"]  # 0.99 turned some tumour patches normal
 
 
+@pytest.mark.slow
 def test_opacity_slider_and_layer_choice_change_the_overlay(
     monkeypatch: pytest.MonkeyPatch,
     model_path: Path,
@@ -438,6 +440,7 @@ def test_the_research_use_notice_is_always_shown(
     check(app)  # with results
 
 
+@pytest.mark.slow
 def test_the_gradcam_switch_computes_no_map_when_off(
     monkeypatch: pytest.MonkeyPatch,
     model_path: Path,
@@ -570,6 +573,7 @@ def test_a_failed_upload_in_the_middle_shifts_no_name(
         assert bar.value == logic.bar_percent(float(p))
 
 
+@pytest.mark.slow
 def test_wrong_size_upload_is_fitted_by_the_users_choice(
     monkeypatch: pytest.MonkeyPatch,
     model_path: Path,

@@ -263,6 +263,7 @@ def test_the_csv_download_neutralises_formulas() -> None:
     assert parsed[3] == ["'\rcr.png", "0.400000", "normal", "1.000", ""]  # one record
 
 
+@pytest.mark.slow
 def test_the_page_escapes_names_and_decodes_nothing_on_a_rerun(
     monkeypatch: pytest.MonkeyPatch,
     model_path: Path,

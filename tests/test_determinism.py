@@ -27,6 +27,7 @@ def _batches(dataset: tf.data.Dataset, count: int) -> list[tuple[np.ndarray, np.
 
 
 @pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.slow
 def test_a_repeating_stream_started_at_a_batch_goes_on_exactly_from_there(
     synthetic_root: Path, augment: bool
 ) -> None:

@@ -69,6 +69,7 @@ def _tree(root: Path) -> list[str]:
 # -- on a split ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_explain_a_split_writes_the_grid_overlays_and_metrics(
     model_path: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -120,6 +121,7 @@ def test_explain_a_split_writes_the_grid_overlays_and_metrics(
             assert 0.0 <= metrics[side][key] <= 1.0, (side, key)
 
 
+@pytest.mark.slow
 def test_an_existing_output_is_kept_and_only_pcams_own_is_overwritten(
     model_path: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -164,6 +166,7 @@ def test_samples_are_balanced_sorted_and_seeded() -> None:
 # -- on image files --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_explain_image_files_and_folders(
     model_path: Path, patch_files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -183,6 +186,7 @@ def test_explain_image_files_and_folders(
     assert len(list((out / "overlays").glob("*.png"))) == 4
 
 
+@pytest.mark.slow
 def test_predicted_follows_the_threshold_given(
     model_path: Path, patch_files: Path, tmp_path: Path
 ) -> None:
@@ -284,6 +288,7 @@ def _bad_image(kind: str, folder: Path) -> Path:
         pytest.param("bad_method", 2, "argument --method: invalid choice"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_writes_nothing(
     case: str,
     code: int,
@@ -328,6 +333,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
 # -- localisation ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_grad_cam_finds_the_tumour_far_better_than_random_maps(
     model_path: Path, synthetic_root: Path
 ) -> None:

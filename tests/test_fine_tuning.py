@@ -45,6 +45,7 @@ def _largest_change(left: list[Any], right: list[Any]) -> float:
     return max(float(np.max(np.abs(a - b))) for a, b in zip(left, right, strict=True))
 
 
+@pytest.mark.slow
 def test_phase_two_starts_from_phase_one_and_trains_only_the_chosen_layers(
     synthetic_root: Path, phase_one: Path, tmp_path: Path
 ) -> None:
@@ -74,6 +75,7 @@ def test_phase_two_starts_from_phase_one_and_trains_only_the_chosen_layers(
     assert config["weights"] is None
 
 
+@pytest.mark.slow
 def test_without_unfreeze_from_the_whole_backbone_trains_from_init(
     synthetic_root: Path, phase_one: Path, tmp_path: Path
 ) -> None:
@@ -156,6 +158,7 @@ def test_bad_fine_tuning_options_are_one_line_and_leave_no_run(
     assert sorted(p.name for p in run.iterdir()) == ["model.keras"]
 
 
+@pytest.mark.slow
 def test_fullcheck_two_phase_trains_the_head_then_the_top_from_it(
     synthetic_root: Path, tmp_path: Path
 ) -> None:

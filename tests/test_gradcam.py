@@ -621,6 +621,7 @@ def mobilenet() -> Any:
 
 
 @pytest.mark.parametrize("head", [*ONE_UNIT, *TWO_UNITS])
+@pytest.mark.slow
 def test_every_head_form_after_a_nested_keras_applications_backbone(
     mobilenet: Any, head: str
 ) -> None:

@@ -299,7 +299,10 @@ def test_predict_writes_the_tumour_probability_of_every_head(
     assert [row["label"] for row in rows] == ["tumour" if p >= 0.5 else "normal" for p in expected]
 
 
-@pytest.mark.parametrize("head", HEAD_FORMS)
+@pytest.mark.parametrize(
+    "head",  # one head in the fast tier, which then runs pcam explain end to end
+    [HEAD_FORMS[0], *(pytest.param(head, marks=pytest.mark.slow) for head in HEAD_FORMS[1:])],
+)
 def test_explain_and_the_app_read_every_head(
     saved_models: dict[str, Path],
     patch_folder: tuple[Path, npt.NDArray[np.uint8]],

@@ -47,6 +47,7 @@ def test_resnet50_is_flat_and_gives_a_3x3_map_on_96px(resnet: Any) -> None:
     assert np.all((probabilities >= 0) & (probabilities <= 1))
 
 
+@pytest.mark.slow
 def test_local_weights_and_preprocessing_match_the_keras_backbone(
     tmp_path: Path, resnet: Any
 ) -> None:
@@ -68,7 +69,9 @@ def test_local_weights_and_preprocessing_match_the_keras_backbone(
     assert not np.allclose(random_features.predict(patches, verbose=0), expected, atol=1e-2)
 
 
-@pytest.mark.parametrize("architecture", ["small", "resnet50"])
+@pytest.mark.parametrize(
+    "architecture", ["small", pytest.param("resnet50", marks=pytest.mark.slow)]
+)
 def test_save_and_load_give_identical_predictions_on_uint8(
     tmp_path: Path, architecture: str
 ) -> None:
@@ -139,6 +142,7 @@ def test_load_model_errors_are_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_mixed_precision_build_computes_in_float16_and_agrees_with_float32() -> None:
     mixed = build_model("small", mixed_precision=True, seed=4)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the build

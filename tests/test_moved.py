@@ -204,6 +204,7 @@ def test_the_packages_import_without_tensorflow() -> None:
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_a_model_saved_before_the_move_still_loads(tmp_path: Path) -> None:
     """Saved models name the module of ``CaffePreprocess``: ``pcam.model`` before the move."""
     import keras

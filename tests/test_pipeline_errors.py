@@ -74,6 +74,7 @@ def _saved_tiny_model(path: Path) -> Path:
 # -- mid-run failures: the tf.data pipeline and pcam predict ---------------------------------------
 
 
+@pytest.mark.slow
 def test_a_pipeline_error_unwraps_to_the_one_line_error(
     gzip_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,6 +155,7 @@ def test_predict_on_a_damaged_h5_file_is_one_line_exit_1(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model.keras"]
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_damaged_h5_file_is_one_line_exit_1(
     gzip_template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -173,6 +175,7 @@ def test_evaluate_on_a_damaged_h5_file_is_one_line_exit_1(
     gc.collect()
 
 
+@pytest.mark.slow
 def test_train_on_a_damaged_h5_file_is_one_line_and_leaves_no_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -175,6 +175,7 @@ def test_dataset_can_be_made_from_a_pickled_split_handle(synthetic_root: Path) -
     assert split.read_images(np.array([5]))[0].shape == (96, 96, 3)
 
 
+@pytest.mark.slow
 def test_chunked_and_compressed_files_stream_the_same(tmp_path: Path) -> None:
     from pcam.testing import write_split
 
@@ -257,6 +258,7 @@ print("read one batch", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_a_script_holding_a_live_iterator_exits(synthetic_root: Path, tmp_path: Path) -> None:
     """A script (or notebook kernel) that ends with an iterator mid-epoch exits by itself.
 
@@ -390,6 +392,7 @@ def _batches(root: Path, seed: int, jitter: ColourJitter | None) -> list[npt.NDA
     return [images for images, _ in dataset.as_numpy_iterator()]
 
 
+@pytest.mark.slow
 def test_stream_colour_jitter_is_drawn_from_the_seed_and_the_batch_position(
     synthetic_root: Path,
 ) -> None:
@@ -447,6 +450,7 @@ def test_seeds_give_different_streams_and_the_same_seed_the_same_stream(
     assert labels[5].size == labels[6].size == 512
 
 
+@pytest.mark.slow
 def test_unshuffled_augmented_epochs_differ_and_repeat_with_the_seed(synthetic_root: Path) -> None:
     def epochs(seed: int) -> list[npt.NDArray[np.uint8]]:
         dataset = make_dataset(

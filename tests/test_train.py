@@ -125,6 +125,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert not run.exists()
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_trained_over_without_overwrite(
     synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -155,6 +156,7 @@ def test_a_finished_run_is_not_trained_over_without_overwrite(
     assert _epochs_logged(run) == [0]  # the old log was cleared, not appended to
 
 
+@pytest.mark.slow
 def test_precision_and_xla_follow_the_flags_and_default_off_without_a_gpu(
     synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -188,6 +190,7 @@ def test_precision_and_xla_follow_the_flags_and_default_off_without_a_gpu(
     assert config["xla"] is True
 
 
+@pytest.mark.slow
 def test_batch_size_must_split_evenly_over_replicas(synthetic_root: Path, tmp_path: Path) -> None:
     script = f"""
 import tensorflow as tf

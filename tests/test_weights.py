@@ -109,6 +109,7 @@ def test_defaults_are_the_url_and_hash_keras_itself_uses() -> None:
     assert resnet.WEIGHTS_HASHES["resnet50"][1] == RESNET50_NOTOP_MD5
 
 
+@pytest.mark.slow
 def test_imagenet_build_downloads_once_and_matches_the_keras_backbone(
     reference: tuple[Any, Path, str],
     server: WeightsServer,
