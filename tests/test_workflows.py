@@ -697,3 +697,32 @@ def test_mutation_runs_weekly_and_by_hand_only() -> None:
         assert uploads, f"{job_id}: the summary is not uploaded"
         assert all("always()" in str(step.get("if", "")) for step in uploads), job_id
         assert "mutation-summary.json" in json.dumps(uploads), job_id
+
+
+# -- thorough.yml ---------------------------------------------------------------------------------
+
+
+def test_thorough_runs_the_property_tests_weekly_under_the_thorough_profile() -> None:
+    workflow = _load("thorough.yml")
+    triggers = _triggers(workflow)
+    assert set(triggers) == {"schedule", "workflow_dispatch"}, sorted(triggers)
+    assert triggers["schedule"], "no weekly schedule"
+    [job] = _jobs(workflow).values()
+    assert job["env"]["HYPOTHESIS_PROFILE"] == "thorough"
+    assert any(("env", "fast") in _tox_calls(script) for script in _scripts(job))
+
+
+def test_ci_runs_the_fast_tier_as_its_own_job_and_summarises_the_durations() -> None:
+    jobs = _jobs(_load("ci.yml"))
+    fast = [
+        job_id
+        for job_id, job in jobs.items()
+        if any(("env", "fast") in _tox_calls(script) for script in _scripts(job))
+    ]
+    assert fast == ["fast"]
+    assert "needs" not in jobs["fast"], "the fast tier waits for nothing"
+    for job_id in ("fast", "tests"):
+        scripts = " ".join(_scripts(jobs[job_id]))
+        assert "--durations=" in scripts, job_id
+        assert "tools/durations_summary.py" in scripts, job_id
+        assert "GITHUB_STEP_SUMMARY" in scripts, job_id
