@@ -16,7 +16,8 @@ QUICK = os.environ.get("PCAM_BENCH_QUICK", "1" if os.environ.get("CI") else "0")
 """A smoke run, the default under CI (``PCAM_BENCH_QUICK=0`` turns it off): a 4,000-patch loader
 split instead of 33,000, 3 rounds of the small model instead of 5 and no ResNet50 train-step
 rounds, so CI stays within its time budget.
-``python -m tox -e bench`` on a workstation runs everything."""
+``pytest benchmarks`` on a workstation runs everything; ``python -m tox -e bench`` is a smoke run
+unless ``PCAM_BENCH_QUICK=0``."""
 BENCH_PATCHES = int(os.environ.get("PCAM_BENCH_PATCHES", "4000" if QUICK else "33000"))
 """Patches of the loader benchmarks' split (33,000 patches = 0.91 GB)."""
 TRAIN_PATCHES = 4096  # 113 MB: a whole number of batches of 32 and of 64
