@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+
+from tests.tool_modules import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def _tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "durations_summary", ROOT / "tools" / "durations_summary.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-summary = _tool().summary
+summary = load_tool("durations_summary").summary
 
 LOG = """\
 tests/test_a.py ....                                                     [100%]

@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from pcam.fullcheck import FULL_CHECK
 from pcam.outputs import MARKER, write_marker
+from tests.tool_modules import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 HOUR = 3600.0
 NOW = 1_800_000_000.0
 
 
-def _tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "prune_fullchecks", ROOT / "tools" / "prune_fullchecks.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-prune_tool = _tool()
+prune_tool = load_tool("prune_fullchecks")
 
 
 def _check(root: Path, name: str, hours_ago: float, kind: str = FULL_CHECK) -> Path:
