@@ -165,6 +165,7 @@ def test_the_schema_of_metrics_json_is_pinned(rounds: int) -> None:
         "roc_auc": "float",
         "nll": "float",
         "confusion_matrix": {"labels": "list", "rows_are": "str", "matrix": "list"},
+        "calibration": {"bins": "int", "ece": "float", "ece_equal_mass": "float", "brier": "float"},
         "ci95": {"rounds": "int", "accuracy": interval, "roc_auc": interval},
     }
     assert list(report) == list(_shape(report))  # the order people read in the file
@@ -365,3 +366,22 @@ def test_bad_input_messages_in_full(
     with pytest.raises(InvalidArgumentError) as caught:
         classification_report(labels, scores, **kwargs)  # type: ignore[arg-type]
     assert str(caught.value) == message
+
+
+def test_the_report_carries_the_calibration_of_the_same_predictions() -> None:
+    from pcam.evaluation.calibration import calibration_report
+    from pcam.evaluation.evaluate import format_table
+
+    labels = np.array([0, 0, 1, 0, 0, 1, 1, 1])
+    probabilities = np.array([0.1, 0.3, 0.6, 0.8, 1.0, 0.95, 0.45, 0.7])
+    report = classification_report(labels, probabilities, bootstrap_rounds=0)
+    assert report["calibration"] == calibration_report(labels, probabilities)
+    table = format_table(report).splitlines()
+    calibration = report["calibration"]
+    assert table[-1] == (
+        f"ECE (15 bins): {calibration['ece']:.4f} equal-width, "
+        f"{calibration['ece_equal_mass']:.4f} equal-mass; Brier: {calibration['brier']:.4f}"
+    )
+    assert table[-2].startswith("NLL: ")
+    del report["calibration"]  # a report written before calibration was measured
+    assert not format_table(report).splitlines()[-1].startswith("ECE")

@@ -91,7 +91,7 @@ def write_report(
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The report in the seed notebook's layout (scikit-learn's text report) plus AUC and NLL."""
+    """The report as a table: the seed notebook's (scikit-learn's) rows, AUC, NLL, calibration."""
     lines = [f"{'':>12}  {'precision':>9}  {'recall':>6}  {'f1-score':>8}  {'support':>7}", ""]
     for name in CLASS_NAMES:
         scores = report["per_class"][name]
@@ -116,6 +116,12 @@ def format_table(report: dict[str, Any]) -> str:
         suffix = f" (95% CI {interval[0]:.4f}-{interval[1]:.4f})" if interval else ""
         lines.append(f"ROC AUC: {auc:.4f}{suffix}")
     lines.append(f"NLL: {report['nll']:.4f}")
+    calibration = report.get("calibration")
+    if calibration is not None:  # reports written before calibration was measured have none
+        lines.append(
+            f"ECE ({calibration['bins']} bins): {calibration['ece']:.4f} equal-width, "
+            f"{calibration['ece_equal_mass']:.4f} equal-mass; Brier: {calibration['brier']:.4f}"
+        )
     return "\n".join(lines)
 
 

@@ -3,7 +3,8 @@
 One function, :func:`classification_report`, turns labels and predicted probabilities into the
 plain dictionary that ``pcam evaluate`` writes as ``metrics.json``: accuracy; precision, recall
 and F1 per class with macro and weighted averages; ROC AUC; negative log-likelihood; the confusion
-matrix; and 95% bootstrap intervals for accuracy and AUC.
+matrix; the calibration (expected calibration errors and Brier score, see
+:mod:`pcam.evaluation.calibration`); and 95% bootstrap intervals for accuracy and AUC.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy.typing as npt
 from sklearn import metrics as skm
 
 from pcam.errors import InvalidArgumentError
+from pcam.evaluation.calibration import calibration_report
 from pcam.model.heads import DEFAULT_THRESHOLD
 
 CLASS_NAMES = ("normal", "tumour")
@@ -66,6 +68,7 @@ def classification_report(
             "matrix": skm.confusion_matrix(truth, predicted, labels=[0, 1]).tolist(),
         },
     }
+    report["calibration"] = calibration_report(truth, scores)
     report["ci95"] = _bootstrap(truth, scores, predicted, bootstrap_rounds, seed)
     return report
 
