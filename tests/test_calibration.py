@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -125,3 +128,82 @@ def test_bad_input_is_one_line(
         expected_calibration_error(labels, probabilities, bins=bins)
     assert str(error.value).startswith(message)
     assert "\n" not in str(error.value)
+
+
+def test_a_bin_of_one_patch_counts() -> None:
+    # [0, 0.5): 0.1 and 0.2, no tumour -> gap 0.15, weight 2/3; [0.5, 1]: 0.95 alone, tumour
+    # -> gap 0.05, weight 1/3
+    ece = expected_calibration_error([1, 0, 0], [0.95, 0.1, 0.2], bins=2)
+    assert ece == pytest.approx(0.15 * 2 / 3 + 0.05 / 3)
+
+
+def test_equal_mass_bins_differ_from_equal_width_ones_exactly() -> None:
+    labels = [0, 0, 1, 0, 1, 1]
+    probabilities = [0.1, 0.2, 0.3, 0.4, 0.9, 0.95]
+    # equal width [0, 0.5), [0.5, 1]: gaps 0 (mean 0.25, observed 0.25) and 0.075 (2 of 6)
+    uniform = expected_calibration_error(labels, probabilities, bins=2)
+    assert uniform == pytest.approx(0.025)
+    # equal mass, split at the median 0.35: gaps |0.2 - 1/3| and |0.75 - 2/3|, 3 patches each
+    quantile = expected_calibration_error(labels, probabilities, bins=2, strategy="quantile")
+    assert quantile == pytest.approx((abs(0.2 - 1 / 3) + abs(0.75 - 2 / 3)) / 2)
+    report = calibration_report(labels, probabilities, bins=2)
+    assert (report["ece"], report["ece_equal_mass"]) == (
+        pytest.approx(uniform),
+        pytest.approx(quantile),
+    )
+
+
+def test_one_bin_compares_the_mean_probability_with_the_tumour_fraction() -> None:
+    assert expected_calibration_error([1, 0, 0, 0], [0.9, 0.5, 0.3, 0.1], bins=1) == (
+        pytest.approx(0.45 - 0.25)
+    )
+
+
+def test_column_arrays_give_the_same_bins_as_flat_ones() -> None:
+    labels = np.array([0, 0, 1, 0, 1, 1])
+    probabilities = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.95])
+    flat = reliability_bins(labels, probabilities, bins=4)
+    column = reliability_bins(labels[:, None], probabilities[:, None], bins=4)
+    np.testing.assert_array_equal(column.counts, flat.counts)
+    np.testing.assert_array_equal(column.mean_probability, flat.mean_probability)
+    assert column.counts.dtype == np.int64
+
+
+def test_empty_bins_raise_no_warning() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        binned = reliability_bins([0, 1], [0.05, 0.97], bins=10)
+    assert binned.counts.tolist() == [1, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert np.isnan(binned.observed_frequency[1:9]).all()
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: calibration_report([], []), "labels: expected at least one label, found 'none'"),
+        (
+            lambda: calibration_report([0, 1], [0.5]),
+            "probabilities: expected one per label (2), found '1 values'",
+        ),
+        (
+            lambda: calibration_report([0, 1], [0.5, 1.5]),
+            "probabilities: expected finite values in [0, 1], found 'range 0.5..1.5'",
+        ),
+        (
+            lambda: calibration_report(range(2, 9), [0.5] * 7),
+            "labels: expected values 0 or 1, found [2.0, 3.0, 4.0, 5.0, 6.0]",
+        ),
+        (
+            lambda: calibration_report([0, 1], [0.5, 0.5], bins=True),
+            "bins: expected a whole number >= 1, found True",
+        ),
+        (
+            lambda: reliability_bins([0, 1], [0.5, 0.5], strategy="both"),  # type: ignore[arg-type]
+            "strategy: expected uniform or quantile, found 'both'",
+        ),
+    ],
+)
+def test_each_bad_input_has_its_own_exact_line(call: Any, message: str) -> None:
+    with pytest.raises(InvalidArgumentError) as error:
+        call()
+    assert str(error.value) == message
