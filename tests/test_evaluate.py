@@ -76,7 +76,13 @@ def test_report_has_every_field_and_every_plot(
     assert saved["roc_auc"] > 0.9
     low, high = saved["ci95"]["accuracy"]
     assert low <= saved["accuracy"] <= high
-    for name in ("roc.png", "confusion_matrix.png", "per_class.png", "training_curves.png"):
+    for name in (
+        "roc.png",
+        "confusion_matrix.png",
+        "per_class.png",
+        "reliability.png",
+        "training_curves.png",
+    ):
         assert (out / name).read_bytes()[:8] == PNG, name
     assert "ROC AUC" in format_table(report)
 

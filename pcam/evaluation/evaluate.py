@@ -84,6 +84,7 @@ def write_report(
             plots.plot_roc(labels, probabilities, report, staging / "roc.png")
         plots.plot_confusion_matrix(report, staging / "confusion_matrix.png")
         plots.plot_per_class(report, staging / "per_class.png")
+        plots.plot_reliability(labels, probabilities, report, staging / "reliability.png")
         if run_log is not None and run_log.is_file():
             plots.plot_training_curves(run_log, staging / "training_curves.png")
         (staging / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""Evaluation figures as PNG files: ROC curve, confusion matrix, per-class scores, training curves.
+"""Evaluation figures as PNG files: ROC, confusion matrix, per class, reliability, training.
 
 Figures are made with Matplotlib's object API (no pyplot, no global state, no display needed).
 Each function writes one file and returns its path.
@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
 
+from pcam.evaluation.calibration import reliability_bins
 from pcam.evaluation.metrics import CLASS_NAMES
 
 
@@ -41,6 +42,44 @@ def plot_roc(
         title=f"ROC curve, {report['n']:,} patches",
     )
     axes.legend(loc="lower right")
+    return _save(figure, path)
+
+
+def plot_reliability(
+    labels: npt.ArrayLike, probabilities: npt.ArrayLike, report: dict[str, Any], path: Path
+) -> Path:
+    """The reliability diagram: observed tumour fraction against mean probability per bin.
+
+    Above, each non-empty equal-width bin is a point labelled with its patch count, on the
+    diagonal of perfect calibration, with both ECEs and the Brier score in the title; below, the
+    histogram of the probabilities over the same bins.
+    """
+    calibration = report["calibration"]
+    binned = reliability_bins(labels, probabilities, bins=calibration["bins"])
+    filled = binned.counts > 0
+    figure = Figure(figsize=(5, 6.5))
+    diagram, histogram = figure.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    diagram.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    mean, observed = binned.mean_probability[filled], binned.observed_frequency[filled]
+    diagram.plot(mean, observed, marker="o", color="tab:purple", label="model")
+    for x, y, count in zip(mean, observed, binned.counts[filled], strict=True):
+        diagram.annotate(
+            f"{count:,}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7
+        )
+    diagram.set(
+        ylabel="observed tumour fraction",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title=f"ECE {calibration['ece']:.3f} (equal-mass {calibration['ece_equal_mass']:.3f}), "
+        f"Brier {calibration['brier']:.3f}",
+    )
+    diagram.legend(loc="upper left")
+    histogram.hist(
+        np.asarray(probabilities, dtype=np.float64).reshape(-1),
+        bins=binned.edges,
+        color="tab:purple",
+    )
+    histogram.set(xlabel="predicted tumour probability", ylabel="patches")
     return _save(figure, path)
 
 
