@@ -103,6 +103,7 @@ TESTS_FOR: dict[str, tuple[str, ...]] = {
     "pcam/outputs.py": ("tests/test_outputs.py",),
     "pcam/evaluation/metrics.py": ("tests/test_metrics.py",),
     "pcam/evaluation/calibration.py": ("tests/test_calibration.py",),
+    "pcam/evaluation/predictions.py": ("tests/test_metrics.py", "tests/test_calibration.py"),
     "pcam/explain/cam_quality.py": ("tests/test_cam_quality.py",),
     "pcam/explain/gradcam.py": ("tests/test_gradcam.py",),
     "pcam/model/heads.py": ("tests/test_heads.py", "tests/test_gradcam.py"),

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from sklearn import metrics as skm
 
 from pcam.errors import InvalidArgumentError
+from pcam.evaluation.predictions import check_predictions
 
 DEFAULT_BINS = 15
 """Bins of the expected calibration error and of the reliability diagram."""
@@ -97,22 +98,8 @@ def calibration_report(
 
 def _check(
     labels: npt.ArrayLike, probabilities: npt.ArrayLike, bins: int, strategy: str
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    truth = np.asarray(labels, dtype=np.float64).reshape(-1)
-    scores = np.asarray(probabilities, dtype=np.float64).reshape(-1)
-    if truth.size == 0:
-        raise InvalidArgumentError("labels", "at least one label", "none")
-    if truth.size != scores.size:
-        raise InvalidArgumentError(
-            "probabilities", f"one per label ({truth.size})", f"{scores.size} values"
-        )
-    if not np.isin(truth, (0.0, 1.0)).all():
-        bad = sorted({float(v) for v in truth[~np.isin(truth, (0.0, 1.0))]})[:5]
-        raise InvalidArgumentError("labels", "values 0 or 1", bad)
-    if not np.isfinite(scores).all() or scores.min() < 0.0 or scores.max() > 1.0:
-        raise InvalidArgumentError(
-            "probabilities", "finite values in [0, 1]", f"range {scores.min()}..{scores.max()}"
-        )
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    truth, scores = check_predictions(labels, probabilities)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise InvalidArgumentError("bins", "a whole number >= 1", bins)
     if strategy not in ("uniform", "quantile"):

@@ -17,6 +17,7 @@ from sklearn import metrics as skm
 
 from pcam.errors import InvalidArgumentError
 from pcam.evaluation.calibration import calibration_report
+from pcam.evaluation.predictions import check_predictions
 from pcam.model.heads import DEFAULT_THRESHOLD
 
 CLASS_NAMES = ("normal", "tumour")
@@ -76,26 +77,12 @@ def classification_report(
 def _check_inputs(
     labels: npt.ArrayLike, probabilities: npt.ArrayLike, threshold: float, rounds: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    truth = np.asarray(labels).reshape(-1)
-    scores = np.asarray(probabilities, dtype=np.float64).reshape(-1)
-    if truth.size == 0:
-        raise InvalidArgumentError("labels", "at least one label", "none")
-    if truth.size != scores.size:
-        raise InvalidArgumentError(
-            "probabilities", f"one per label ({truth.size})", f"{scores.size} values"
-        )
-    if not np.isin(truth, (0, 1)).all():
-        bad = sorted({float(v) for v in np.unique(truth[~np.isin(truth, (0, 1))])})[:5]
-        raise InvalidArgumentError("labels", "values 0 or 1", bad)
-    if not np.isfinite(scores).all() or scores.min() < 0 or scores.max() > 1:
-        raise InvalidArgumentError(
-            "probabilities", "finite values in [0, 1]", f"range {scores.min()}..{scores.max()}"
-        )
+    truth, scores = check_predictions(labels, probabilities)
     if not 0.0 < threshold < 1.0:
         raise InvalidArgumentError("threshold", "a value in (0, 1)", threshold)
     if rounds < 0:
         raise InvalidArgumentError("bootstrap_rounds", "an integer >= 0", rounds)
-    return truth.astype(np.int64), scores
+    return truth, scores
 
 
 def _average(
