@@ -626,3 +626,32 @@ def _stop_after_the_log_of_epoch(
             raise error
 
     monkeypatch.setattr(keras.callbacks.CSVLogger, "on_epoch_end", stop)
+
+
+def test_a_signal_whose_exception_was_swallowed_still_stops_predict_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TensorFlow can swallow the signal's exception in a callback: the next batch stops."""
+    import signal
+
+    import numpy as np
+
+    from pcam import stopping
+    from pcam.serve.predict import PatchBatch, write_predictions_csv
+
+    def results() -> Any:
+        patch = np.zeros((1, 96, 96, 3), np.uint8)
+        yield PatchBatch(patch, ["a.png"], [None], [None]), np.array([0.9])
+        stopping.received.append(signal.SIGTERM)  # noted by the handler, exception lost
+        yield PatchBatch(patch, ["b.png"], [None], [None]), np.array([0.1])
+
+    monkeypatch.setattr(stopping, "received", [])
+    out = tmp_path / "made" / "p.csv"
+    with pytest.raises(stopping.Terminated):
+        write_predictions_csv(results(), out)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(stopping, "received", [signal.SIGINT])
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        write_predictions_csv(results(), out)
+    assert not isinstance(interrupted.value, stopping.Terminated)
+    assert list(tmp_path.iterdir()) == []

@@ -254,7 +254,15 @@ def test_the_one_line_errors_share_one_form_and_keep_their_builtin_kinds() -> No
 # -- the layout: each folder imports only from the folders before it ------------------------------
 
 LAYERS = (
-    ("pcam", "pcam.layout", "pcam.errors", "pcam.outputs", "pcam.config", "pcam.moved"),
+    (
+        "pcam",
+        "pcam.layout",
+        "pcam.errors",
+        "pcam.outputs",
+        "pcam.config",
+        "pcam.moved",
+        "pcam.stopping",
+    ),
     ("pcam.data",),
     ("pcam.testing",),
     ("pcam.model",),

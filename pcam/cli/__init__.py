@@ -18,7 +18,8 @@ from pcam.cli.options import (
     EXIT_USAGE,
 )
 from pcam.cli.parser import build_parser
-from pcam.cli.runner import OS_HINTS, Terminated, describe_os_error, main, run
+from pcam.cli.runner import OS_HINTS, describe_os_error, main, run
+from pcam.stopping import Terminated
 
 __all__ = [
     "EXIT_ERROR",

@@ -27,6 +27,7 @@ from pcam.cli.options import (
     resolve_deprecated_positionals,
 )
 from pcam.errors import PCamError
+from pcam.stopping import Terminated, received
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,10 +80,6 @@ def run() -> int:
     return main()
 
 
-received: list[int] = []
-"""The signals (SIGINT, SIGTERM) received during the current :func:`main`, in order."""
-
-
 def _stopped(command: str, signum: int) -> int:
     """The line and exit status of a run stopped by ``signum``: Ctrl-C (130) or SIGTERM (143)."""
     if signum == signal.SIGTERM:
@@ -97,16 +94,12 @@ def _fail(command: str, message: str) -> int:
     return EXIT_ERROR
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so it unwinds (and cleans up) as for Ctrl-C."""
-
-
 def _handle_signals() -> dict[int, Any]:
     """SIGTERM raises :class:`Terminated`, Ctrl-C ``KeyboardInterrupt``; returns the old handlers.
 
-    Each signal is noted in :data:`received` first. Only the main thread of the main interpreter
-    may set handlers; elsewhere (a test runner's worker thread) the defaults stay. A SIGINT
-    that someone chose to ignore stays ignored.
+    Each signal is noted in :data:`pcam.stopping.received` first. Only the main thread of the
+    main interpreter may set handlers; elsewhere (a test runner's worker thread) the defaults
+    stay. A SIGINT that someone chose to ignore stays ignored.
     """
     if threading.current_thread() is not threading.main_thread():
         return {}

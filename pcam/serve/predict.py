@@ -53,6 +53,7 @@ from pcam.errors import (
 )
 from pcam.model.heads import DEFAULT_THRESHOLD
 from pcam.outputs import atomic_path, check_writable
+from pcam.stopping import raise_if_stopped
 
 HDF5_SUFFIXES: Final = (".h5", ".hdf5")
 """File name endings read as PCam image files (any case); anything else is read as an image."""
@@ -473,6 +474,7 @@ def _write_rows(
     writer.writerow(COLUMNS)
     patches = tumour = 0
     for batch, probabilities in results:
+        raise_if_stopped()  # a signal whose exception a library swallowed still stops the run
         for source, index, probability in zip(
             batch.sources, batch.indices, probabilities.tolist(), strict=True
         ):
