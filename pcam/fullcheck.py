@@ -2,12 +2,15 @@
 
 One function, :func:`full_check`, runs the whole path a release must survive: the train split
 streamed, shuffled and augmented into ResNet50 with ImageNet weights, the best model by
-validation loss evaluated on the test split (averaged over the 8 symmetries of the square),
+validation loss calibrated on the valid split (a temperature and the operating-point thresholds,
+:mod:`pcam.evaluation.temperature`) and then evaluated on the test split (averaged over the 8
+symmetries of the square),
 a Grad-CAM grid of test patches, and a verdict against accuracy and AUC floors. ``pcam
 fullcheck`` and ``tox -e gpu`` run it on full PCam on a GPU; the test suite runs the same code on
 the real PCam sample with a tiny budget and a low floor.
 
-Everything lands in one output directory: ``run/`` (model, logs, backup while training),
+Everything lands in one output directory: ``run/`` (model, its calibration file, logs, backup
+while training),
 ``report/`` (metrics.json and plots), ``explain/`` (Grad-CAM grid) and ``fullcheck.json`` (the
 recipe, the figures, the floors and the verdict), written last. A killed check resumes: an
 interrupted run goes on from its backup, a finished run is evaluated without training again.
@@ -108,6 +111,9 @@ def full_check(
     history = _train_or_resume(config, run, say=say, verbose=verbose)
     timings = {"train_seconds": time.perf_counter() - started}
     step = time.perf_counter()
+    calibration = _calibrate(config, run / "model.keras", say, progress)
+    timings["calibrate_seconds"] = time.perf_counter() - step
+    step = time.perf_counter()
     metrics = _evaluate(config, eval_size, run / "model.keras", out / "report", say, progress)
     timings["evaluate_seconds"] = time.perf_counter() - step
     step = time.perf_counter()
@@ -132,6 +138,7 @@ def full_check(
             "split": config.eval_split,
             "tta": config.tta,
         },
+        "calibration": _calibration_summary(calibration, metrics, config.eval_split),
         "config": asdict(config),
         "epochs_trained_this_session": len(history.get("loss", [])),
         "timings": timings,
@@ -187,6 +194,38 @@ def _evaluate(
         progress=update,
     )
     return metrics
+
+
+def _calibrate(
+    config: FullCheckConfig, model_path: Path, say: Callable[[str], None], progress: Progress
+) -> dict[str, Any]:
+    """Fit the temperature and the operating-point thresholds on valid, beside the model."""
+    from pcam.evaluation.temperature import calibrate
+
+    size = len(open_split(config.data, "valid"))
+    say(f"calibrating the best model on {size:,} valid patches (temperature scaling)")
+    update = progress("predicting valid", size) if progress else None
+    return calibrate(model_path, config.data, "valid", overwrite=True, progress=update)
+
+
+def _calibration_summary(
+    record: dict[str, Any], metrics: dict[str, Any], split: str
+) -> dict[str, Any]:
+    """The calibration figures of ``fullcheck.json``: the fit on valid, and the scored split."""
+    scored = metrics["calibration"]
+    return {
+        "temperature": record["temperature"],
+        "file": record["file"],
+        "valid_before": record["before"],
+        "valid_after": record["after"],
+        split: {
+            "nll": metrics["nll"],
+            "ece": scored["ece"],
+            "ece_equal_mass": scored["ece_equal_mass"],
+            "brier": scored["brier"],
+        },
+        "operating_points": metrics["operating_points"],
+    }
 
 
 def _explain(

@@ -268,8 +268,10 @@ def test_cached_resources_are_built_once_per_model_version_and_layer(
     assert page.explainer(str(path), source.stamp, "block3_pool") is cam
     assert page.explainer(str(path), source.stamp, "block2_pool") is not cam
     shutil.copyfile(model_path, path)  # a new version of the file (new mtime): loaded again
-    assert source.stamp != (0, 0)
-    assert page.classifier(str(path), (source.stamp[0] + 1, source.stamp[1])) is not first
+    assert source.stamp[:2] != (0, 0)
+    assert page.classifier(str(path), (source.stamp[0] + 1, *source.stamp[1:])) is not first
+    uncalibrated = page.classifier(str(path), (*source.stamp[:2], 0, 0, 0))  # --no-calibration
+    assert "calibration turned off" in uncalibrated.probabilities
 
 
 def test_decode_upload_fits_only_on_request(patches: npt.NDArray[np.uint8]) -> None:

@@ -112,6 +112,17 @@ def test_fullcheck_on_the_real_sample_passes_then_fails_a_raised_floor(
     assert (out / "explain" / "grid.png").stat().st_size > 0
     assert (out / "run" / "model.keras").is_file()
     assert not (out / "run" / "backup").exists(), "a finished run keeps no backup"
+    # calibrated on valid before scoring: the temperature file, and its figures in the summary
+    calibration = summary["calibration"]
+    assert calibration["file"] == str(out / "run" / "model.calibration.json")
+    stored = json.loads((out / "run" / "model.calibration.json").read_text())
+    assert calibration["temperature"] == stored["temperature"]
+    assert calibration["valid_after"]["nll"] <= calibration["valid_before"]["nll"]
+    assert calibration["valid"]["ece"] == report["calibration"]["ece"]
+    assert calibration["valid"]["nll"] == report["nll"]
+    assert report["probabilities"]["calibrated"] is True
+    assert calibration["operating_points"] == report["operating_points"]
+    assert report["operating_points"]["thresholds_from"].startswith("chosen on the valid split")
 
     # A finished check is not silently redone
     assert main(_fullcheck(sample, out)) == 1

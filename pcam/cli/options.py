@@ -197,6 +197,16 @@ def add_saved_model(
     )
 
 
+def add_no_calibration(parser: argparse.ArgumentParser) -> None:
+    """``--no-calibration``: ignore the model's calibration file (uncalibrated probabilities)."""
+    parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="use the model's own, uncalibrated probabilities even when a calibration file "
+        "(MODEL_STEM.calibration.json, written by pcam calibrate) sits beside the model",
+    )
+
+
 def add_data(parser: argparse.ArgumentParser, *, required: bool = True, help: str = "") -> None:
     """``--data``: a directory of PCam files."""
     parser.add_argument(

@@ -64,20 +64,34 @@ def write_report(
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
     inputs: Sequence[str | os.PathLike[str]] = (),
+    operating_thresholds: dict[str, float] | None = None,
+    thresholds_from: str | None = None,
 ) -> dict[str, Any]:
     """Write ``metrics.json`` and the PNG plots into ``out_dir``; returns the metrics.
 
     ``run_log`` is a Keras CSV log whose training curves are plotted when present; ``extra`` is
     merged into the JSON (model path, split, options). ``overwrite`` replaces only a report pcam
     wrote that holds none of ``inputs`` (see :func:`pcam.outputs.refuse_unsafe_replacement`).
+    ``operating_thresholds`` are probability thresholds chosen on another split (never this
+    one, unless it is the split they were chosen on), keyed as
+    :func:`pcam.evaluation.operating.operating_points` keys them; ``thresholds_from`` says where
+    they were chosen.
     """
     from pcam.evaluation import plots
 
     destination = Path(out_dir)
     refuse_existing_directory(destination, overwrite=overwrite, kind=REPORT, inputs=inputs)
     report = classification_report(
-        labels, probabilities, threshold=threshold, bootstrap_rounds=bootstrap_rounds
+        labels,
+        probabilities,
+        threshold=threshold,
+        bootstrap_rounds=bootstrap_rounds,
+        operating_thresholds=operating_thresholds,
     )
+    if report["operating_points"] is not None:
+        report["operating_points"]["thresholds_from"] = (
+            thresholds_from if operating_thresholds else None
+        )
     report.update(extra or {})
     with staged_directory(destination, REPORT) as staging:
         if report["roc_auc"] is not None:
@@ -123,7 +137,42 @@ def format_table(report: dict[str, Any]) -> str:
             f"ECE ({calibration['bins']} bins): {calibration['ece']:.4f} equal-width, "
             f"{calibration['ece_equal_mass']:.4f} equal-mass; Brier: {calibration['brier']:.4f}"
         )
+    probabilities = report.get("probabilities")
+    if probabilities is not None:
+        lines.append(f"Probabilities: {probabilities['note']}")
+    if report.get("operating_points") is not None:
+        lines.extend(["", *format_operating_points(report["operating_points"])])
     return "\n".join(lines)
+
+
+def format_operating_points(block: dict[str, Any]) -> list[str]:
+    """PR AUC and the operating points as table rows, with the thresholds' results when given."""
+    interval = block.get("pr_auc_ci95")
+    suffix = f" (95% CI {interval[0]:.4f}-{interval[1]:.4f})" if interval else ""
+    lines = [f"PR AUC (average precision): {block['pr_auc']:.4f}{suffix}"]
+    lines.append(
+        f"{'operating point':<32}{'value':>8}{'95% CI':>16}"
+        f"{'threshold':>11}{'sens.':>8}{'spec.':>8}"
+    )
+    for point in block["points"]:
+        other = "sensitivity" if point["fix"] == "specificity" else "specificity"
+        name = f"{other} at {point['level']:.0%} {point['fix']}"
+        ci = point.get("ci95")
+        shown_ci = f"{ci[0]:.4f}-{ci[1]:.4f}" if ci else "-"
+        at = point.get("threshold")
+        shown_at = (
+            f"{at['value']:11.4g}{at['sensitivity']:8.4f}{at['specificity']:8.4f}"
+            if at
+            else f"{'-':>11}{'-':>8}{'-':>8}"
+        )
+        lines.append(f"{name:<32}{point['value']:8.4f}{shown_ci:>16}{shown_at}")
+    source = block.get("thresholds_from")
+    lines.append(
+        f"thresholds {source}"
+        if source
+        else "thresholds: none (pcam calibrate chooses them on valid)"
+    )
+    return lines
 
 
 def evaluate(
@@ -137,25 +186,37 @@ def evaluate(
     threshold: float = DEFAULT_THRESHOLD,
     bootstrap_rounds: int = 1000,
     overwrite: bool = False,
+    calibration: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Load a model, predict a split and write the report; every input is checked first.
 
     The report folder is checked before the model loads: it must be new, empty or (with
     ``overwrite``) a report pcam wrote, away from the model and the data, and writable.
+    With ``calibration`` the model's calibration file, when present, sets the probabilities and
+    the operating-point thresholds (chosen on the split it was fitted on); the report's
+    ``probabilities`` block says which were used.
     """
     from pcam.model.architectures import load_model
+    from pcam.model.temperature import calibration_of
 
     destination = Path(out_dir)
     inputs = (model_path, data_dir)
     refuse_existing_directory(destination, overwrite=overwrite, kind=REPORT, inputs=inputs)
     open_split(data_dir, split)  # a bad data directory fails before the model is loaded
-    model = load_model(model_path)
+    model = load_model(model_path, calibration=calibration)
     labels, probabilities = predict_split(
         model, data_dir, split, batch_size=batch_size, tta=tta, progress=progress
     )
     run_log = Path(model_path).parent / "training_log.csv"
-    extra = {"model": str(model_path), "data": str(data_dir), "split": split, "tta": tta}
+    used = calibration_of(model)
+    extra = {
+        "model": str(model_path),
+        "data": str(data_dir),
+        "split": split,
+        "tta": tta,
+        "probabilities": used.as_json(),
+    }
     return write_report(
         destination,
         labels,
@@ -166,4 +227,16 @@ def evaluate(
         extra=extra,
         overwrite=overwrite,
         inputs=inputs,
+        operating_thresholds={
+            key: used.probability_threshold(value) for key, value in used.thresholds.items()
+        },
+        thresholds_from=_thresholds_source(used.record, used.path),
     )
+
+
+def _thresholds_source(record: dict[str, Any], path: Path | None) -> str | None:
+    """Where the operating-point thresholds come from, for the report; ``None`` without them."""
+    if path is None or not record.get("thresholds"):
+        return None
+    fitted = record.get("fitted_on", {})
+    return f"chosen on the {fitted.get('split', '?')} split of {fitted.get('data', '?')} ({path})"

@@ -4,7 +4,10 @@ One function, :func:`classification_report`, turns labels and predicted probabil
 plain dictionary that ``pcam evaluate`` writes as ``metrics.json``: accuracy; precision, recall
 and F1 per class with macro and weighted averages; ROC AUC; negative log-likelihood; the confusion
 matrix; the calibration (expected calibration errors and Brier score, see
-:mod:`pcam.evaluation.calibration`); and 95% bootstrap intervals for accuracy and AUC.
+:mod:`pcam.evaluation.calibration`); 95% bootstrap intervals for accuracy and AUC; and the
+operating points (PR AUC, sensitivity at fixed specificities and the reverse, with their
+intervals and, given thresholds chosen on another split, what those give here: see
+:mod:`pcam.evaluation.operating`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from sklearn import metrics as skm
 
 from pcam.errors import InvalidArgumentError
 from pcam.evaluation.calibration import calibration_report
+from pcam.evaluation.operating import operating_points
 from pcam.evaluation.predictions import check_predictions
 from pcam.model.heads import DEFAULT_THRESHOLD
 
@@ -31,12 +35,15 @@ def classification_report(
     threshold: float = DEFAULT_THRESHOLD,
     bootstrap_rounds: int = 1000,
     seed: int = 0,
+    operating_thresholds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Every figure of the evaluation report, as JSON-ready Python values.
 
     ``labels`` are 0/1, ``probabilities`` the predicted probability of tumour (1); a patch is
-    predicted tumour when its probability is at least ``threshold``. ROC AUC and its interval
-    are ``None`` when the labels hold one class only (AUC is undefined there).
+    predicted tumour when its probability is at least ``threshold``. ROC AUC and its interval,
+    and the operating points, are ``None`` when the labels hold one class only (undefined
+    there). ``operating_thresholds`` are probability thresholds chosen on another split, keyed
+    as the operating points are.
     """
     truth, scores = _check_inputs(labels, probabilities, threshold, bootstrap_rounds)
     predicted = (scores >= threshold).astype(np.int64)
@@ -71,6 +78,17 @@ def classification_report(
     }
     report["calibration"] = calibration_report(truth, scores)
     report["ci95"] = _bootstrap(truth, scores, predicted, bootstrap_rounds, seed)
+    report["operating_points"] = (
+        operating_points(
+            truth,
+            scores,
+            thresholds=operating_thresholds or None,
+            bootstrap_rounds=bootstrap_rounds,
+            seed=seed,
+        )
+        if both_classes
+        else None
+    )
     return report
 
 

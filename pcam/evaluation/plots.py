@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
 
-from pcam.evaluation.calibration import reliability_bins
+from pcam.evaluation.calibration import DEFAULT_BINS, reliability_bins
 from pcam.evaluation.metrics import CLASS_NAMES
 
 
@@ -55,10 +55,44 @@ def plot_reliability(
     histogram of the probabilities over the same bins.
     """
     calibration = report["calibration"]
-    binned = reliability_bins(labels, probabilities, bins=calibration["bins"])
-    filled = binned.counts > 0
     figure = Figure(figsize=(5, 6.5))
     diagram, histogram = figure.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    title = (
+        f"ECE {calibration['ece']:.3f} (equal-mass {calibration['ece_equal_mass']:.3f}), "
+        f"Brier {calibration['brier']:.3f}"
+    )
+    _draw_reliability(diagram, histogram, labels, probabilities, calibration["bins"], title)
+    return _save(figure, path)
+
+
+def plot_reliability_pair(
+    labels: npt.ArrayLike,
+    before: npt.ArrayLike,
+    after: npt.ArrayLike,
+    titles: tuple[str, str],
+    path: Path,
+    *,
+    bins: int = DEFAULT_BINS,
+) -> Path:
+    """Two reliability diagrams side by side: the same patches before and after calibration."""
+    figure = Figure(figsize=(9.5, 6.5))
+    axes = figure.subplots(2, 2, height_ratios=[3, 1], sharex=True)
+    for column, (probabilities, title) in enumerate(zip((before, after), titles, strict=True)):
+        _draw_reliability(axes[0, column], axes[1, column], labels, probabilities, bins, title)
+    return _save(figure, path)
+
+
+def _draw_reliability(
+    diagram: Any,
+    histogram: Any,
+    labels: npt.ArrayLike,
+    probabilities: npt.ArrayLike,
+    bins: int,
+    title: str,
+) -> None:
+    """One reliability diagram (points with counts on the diagonal) over its histogram."""
+    binned = reliability_bins(labels, probabilities, bins=bins)
+    filled = binned.counts > 0
     diagram.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     mean, observed = binned.mean_probability[filled], binned.observed_frequency[filled]
     diagram.plot(mean, observed, marker="o", color="tab:purple", label="model")
@@ -66,13 +100,7 @@ def plot_reliability(
         diagram.annotate(
             f"{count:,}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7
         )
-    diagram.set(
-        ylabel="observed tumour fraction",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        title=f"ECE {calibration['ece']:.3f} (equal-mass {calibration['ece_equal_mass']:.3f}), "
-        f"Brier {calibration['brier']:.3f}",
-    )
+    diagram.set(ylabel="observed tumour fraction", xlim=(0, 1), ylim=(0, 1.01), title=title)
     diagram.legend(loc="upper left")
     histogram.hist(
         np.asarray(probabilities, dtype=np.float64).reshape(-1),
@@ -80,7 +108,6 @@ def plot_reliability(
         color="tab:purple",
     )
     histogram.set(xlabel="predicted tumour probability", ylabel="patches")
-    return _save(figure, path)
 
 
 def plot_confusion_matrix(report: dict[str, Any], path: Path) -> Path:

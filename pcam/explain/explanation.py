@@ -146,6 +146,7 @@ def explain(
     seed: int = 0,
     threshold: float = DEFAULT_THRESHOLD,
     overwrite: bool = False,
+    calibration: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Explain ``n`` patches and write ``grid.png``, ``overlays/`` and ``explain.json``.
@@ -154,7 +155,9 @@ def explain(
     sampled with ``seed``; without, ``inputs`` are image files or folders (the first ``n``).
     ``layer`` and ``method`` are those of :class:`pcam.explain.gradcam.GradCAM` (``None``: its
     default layer). A patch is predicted tumour when its probability is at or above ``threshold``.
-    ``progress`` is called with the number of patches mapped. Returns the JSON report.
+    ``progress`` is called with the number of patches mapped. The probabilities are calibrated
+    when the model has a calibration file, unless ``calibration`` is false (the maps are the
+    same either way). Returns the JSON report.
     """
     destination = Path(out_dir)
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -174,8 +177,9 @@ def explain(
     from pcam.explain.gradcam import GradCAM, spatial_layers
     from pcam.model.architectures import load_model
     from pcam.model.inference import tumour_probabilities
+    from pcam.model.temperature import calibration_of
 
-    model = load_model(model_path)
+    model = load_model(model_path, calibration=calibration)
     cam = GradCAM(model, layer, method=checked_method)
     maps, probabilities = _maps(cam, patches.images, class_index, progress)
     sizes = dict(spatial_layers(model))
@@ -194,6 +198,7 @@ def explain(
         "class_name": CLASS_NAMES[class_index],
         "seed": seed,
         "threshold": threshold,
+        "probabilities": calibration_of(model).as_json(),
         "patches": _patch_rows(patches, probabilities, threshold),
         "metrics": _metrics(predict, patches, maps, class_index, grid, seed),
     }
@@ -242,6 +247,8 @@ def format_summary(report: dict[str, Any]) -> str:
         f"{_count(len(report['patches']), 'patch')} of the {where} explained by "
         f"{report['method']} at {', '.join(report['layer'])} ({height}x{width})"
     ]
+    if "probabilities" in report:  # explanations written before calibration existed have none
+        lines.append(f"probabilities: {report['probabilities']['note']}")
     metrics = report["metrics"]
     if metrics is None:
         lines.append(f"no {report['class_name']} patches to measure the maps on")

@@ -6,7 +6,10 @@ score to those layers, for every patch of a batch at once. The model runs in inf
 each patch's map depends on that patch alone (batched equals one by one).
 
 The score is the classifier's *logit* for the class, the pre-activation output of its dense
-head, never a probability (whose gradient vanishes where it saturates). The heads of
+head, never a probability (whose gradient vanishes where it saturates), and never the logit
+divided by the model's temperature (:mod:`pcam.model.temperature`): Grad-CAM and LayerCAM maps
+are unchanged by a positive scale of the score, but Grad-CAM++'s weights are not, so a
+calibration file changes the probabilities reported and no map. The heads of
 :mod:`pcam.model.heads` are supported, and only those:
 
 - one unit (``Dense(1, sigmoid)``, ``Dense(1)`` + ``Activation("sigmoid")``, ``Dense(1)``
@@ -38,6 +41,7 @@ import tensorflow as tf
 
 from pcam.errors import InvalidArgumentError
 from pcam.model.heads import Head, head_of
+from pcam.model.temperature import calibration_of
 
 Method = Literal["gradcam", "gradcam++", "layercam"]
 METHODS: tuple[Method, ...] = ("gradcam", "gradcam++", "layercam")
@@ -112,13 +116,20 @@ class GradCAM:
         *,
         size: tuple[int, int] | None = None,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """``(maps [B, h, w], probabilities of class 1 [B])`` from one forward-backward pass."""
+        """``(maps [B, h, w], probabilities of class 1 [B])`` from one forward-backward pass.
+
+        The maps are of the raw logits whatever the model's calibration; the probabilities are
+        calibrated when the model was loaded with a calibration file
+        (:mod:`pcam.model.temperature`).
+        """
         if class_index not in (0, 1):
             raise InvalidArgumentError("class_index", "0 (normal) or 1 (tumour)", class_index)
         batch = self._check_images(images)
-        maps, probabilities = self._compiled(
+        maps, logits = self._compiled(
             tf.convert_to_tensor(batch), tf.constant(class_index, tf.int32)
         )
+        # the maps are of the raw logits; the probabilities at the model's calibration
+        probabilities = _tumour_probabilities(logits / calibration_of(self.model).temperature)
         result = [m.numpy() for m in maps]
         if len(result) > 1 or size is not None:
             target = size or self.input_shape[:2]
@@ -154,7 +165,7 @@ class GradCAM:
             _normalise(_combine(self.method, tf.cast(f, tf.float32), tf.cast(g, tf.float32)))
             for f, g in zip(features, gradients, strict=True)
         ]
-        return maps, _tumour_probabilities(logits)
+        return maps, logits
 
 
 def spatial_layers(model: keras.Model) -> list[tuple[str, tuple[int, int]]]:

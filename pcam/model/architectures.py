@@ -187,8 +187,16 @@ def set_backbone_trainable(
             layer.trainable = True
 
 
-def load_model(path: str | os.PathLike[str]) -> keras.Model:
-    """Load a model saved by this package (``.keras``), with a one-line error for a bad file."""
+def load_model(path: str | os.PathLike[str], *, calibration: bool = True) -> keras.Model:
+    """Load a model saved by this package (``.keras``), with a one-line error for a bad file.
+
+    With ``calibration`` (the default) the model's calibration file, when there is one beside it,
+    is read, checked against the model file and attached to the model
+    (:func:`pcam.model.temperature.calibration_of`), so its probabilities are calibrated
+    wherever they are read; without, the model gives its own, uncalibrated probabilities.
+    """
+    from pcam.model.temperature import Calibration, attach, read_calibration
+
     model_path = Path(path)
     if not model_path.is_file():
         raise MissingFileError(
@@ -221,6 +229,10 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
             "save the whole model",
         )
     _check_classifier(model, model_path)
+    if calibration:
+        attach(model, read_calibration(model_path))
+    else:
+        attach(model, Calibration(reason="calibration turned off"))
     return model
 
 

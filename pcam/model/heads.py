@@ -80,6 +80,21 @@ class Head:
             return _sigmoid(values[:, 0])
         return _sigmoid(values[:, 1] - values[:, 0])  # softmax of two logits, column 1
 
+    def log_odds_from_features(self, features: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Tumour log-odds ``[B]`` from the features ``[B, d]`` entering the dense layer.
+
+        The logits ``features @ kernel + bias`` in float64; the log-odds are the one logit, or
+        tumour's minus normal's (column 1 of a softmax is the sigmoid of that difference).
+        """
+        x = np.asarray(features, dtype=np.float64)
+        logits = x @ np.asarray(self.dense.kernel, dtype=np.float64)
+        if self.dense.use_bias:
+            logits = logits + np.asarray(self.dense.bias, dtype=np.float64)
+        if self.units == 1:
+            log_odds: npt.NDArray[np.float64] = logits[:, 0]
+            return log_odds
+        return logits[:, 1] - logits[:, 0]
+
 
 def head_of(model: Any) -> Head:
     """The model's :class:`Head`; a one-line :class:`InvalidArgumentError` for any other head."""

@@ -107,6 +107,8 @@ class PredictionSummary:
     """Where the CSV went (a path, or ``-`` for a stream)."""
     tta: bool
     threshold: float
+    probabilities: str = "uncalibrated probabilities"
+    """Which probabilities were written (:meth:`pcam.model.temperature.Calibration.describe`)."""
 
     @property
     def rate(self) -> float:
@@ -121,7 +123,8 @@ class PredictionSummary:
         return (
             f"{_plural(self.patches, 'patch')} predicted{tta} "
             f"({self.tumour} tumour at threshold {self.threshold:g}{fitted}) in "
-            f"{self.seconds:.1f} s, {self.rate:.0f} patches/s; CSV: {where}"
+            f"{self.seconds:.1f} s, {self.rate:.0f} patches/s; CSV: {where}; "
+            f"{self.probabilities}"
         )
 
 
@@ -329,13 +332,15 @@ def predict(
     batch_size: int = 256,
     fit: FitMode = "error",
     overwrite: bool = False,
+    calibration: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> PredictionSummary:
     """Predict every patch of ``inputs`` and write the CSV to ``out`` (a path or a stream).
 
     ``model`` is a loaded Keras model or the path of a saved one (loaded with
-    :func:`pcam.model.architectures.load_model` after the inputs and the output are checked).
-    Returns a :class:`PredictionSummary`.
+    :func:`pcam.model.architectures.load_model` after the inputs and the output are checked,
+    with its calibration file unless ``calibration`` is false). Returns a
+    :class:`PredictionSummary`, which says whether the probabilities were calibrated.
     """
     if not 0.0 <= threshold <= 1.0:
         raise InvalidArgumentError("threshold", "a probability in [0, 1]", threshold)
@@ -346,7 +351,9 @@ def predict(
     if isinstance(model, (str, os.PathLike)):
         from pcam.model.architectures import load_model
 
-        model = load_model(model)
+        model = load_model(model, calibration=calibration)
+    from pcam.model.temperature import calibration_of
+
     started = time.perf_counter()
     fitted = 0
 
@@ -366,6 +373,7 @@ def predict(
         out=str(out) if isinstance(out, (str, os.PathLike)) else "-",
         tta=tta,
         threshold=threshold,
+        probabilities=calibration_of(model).describe(),
     )
 
 

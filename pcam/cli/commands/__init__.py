@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pcam.cli.commands import (
     app,
+    calibrate,
     check,
     demo,
     download,
@@ -19,5 +20,17 @@ from pcam.cli.commands import (
     train,
 )
 
-COMMANDS = (synth, check, download, train, evaluate, explain, predict, app, demo, fullcheck)
+COMMANDS = (
+    synth,
+    check,
+    download,
+    train,
+    calibrate,
+    evaluate,
+    explain,
+    predict,
+    app,
+    demo,
+    fullcheck,
+)
 """The command modules, in the order ``pcam --help`` lists them."""

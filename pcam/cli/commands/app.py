@@ -29,6 +29,7 @@ def add(commands: Any) -> argparse.ArgumentParser:
         required=False,
         help="a saved model (.keras) (default: ./pcam-demo/run/model.keras from pcam demo)",
     )
+    options.add_no_calibration(parser)
     parser.add_argument(
         "--port", type=options.port, default=8501, help="port to serve on (default: 8501)"
     )
@@ -69,7 +70,11 @@ def run(args: argparse.Namespace) -> int:
     if warning is not None:
         print(warning, file=sys.stderr)
     command = streamlit_command(
-        args.address, args.port, max_upload_mb=MAX_UPLOAD_MB, model=args.model
+        args.address,
+        args.port,
+        max_upload_mb=MAX_UPLOAD_MB,
+        model=args.model,
+        calibration=not args.no_calibration,
     )
     child = subprocess.Popen(command)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))

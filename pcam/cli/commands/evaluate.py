@@ -16,8 +16,11 @@ def add(commands: Any) -> argparse.ArgumentParser:
         "evaluate",
         help="evaluate a saved model on a split: metrics.json and plots",
         description="Predict every patch of a split with a saved model and write metrics.json "
-        "(accuracy, per-class precision/recall/F1, ROC AUC, NLL, confusion matrix, 95% "
-        "bootstrap intervals) and PNG plots to the report directory.",
+        "(accuracy, per-class precision/recall/F1, ROC AUC, NLL, confusion matrix, calibration "
+        "(ECE, Brier), PR AUC, sensitivity at 90/95/98% specificity and the reverse, 95% "
+        "bootstrap intervals) and PNG plots to the report directory. A model with a "
+        "calibration file (pcam calibrate) is scored with calibrated probabilities and its "
+        "operating-point thresholds, chosen on valid, are applied to the split.",
     )
     options.add_saved_model(parser)
     options.add_data(parser)
@@ -34,6 +37,7 @@ def add(commands: Any) -> argparse.ArgumentParser:
         default=1000,
         help="bootstrap resamples for the 95%% intervals (default: 1000)",
     )
+    options.add_no_calibration(parser)
     options.add_overwrite(parser, "replace a report pcam wrote (never another folder)")
     return parser
 
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             bootstrap_rounds=args.bootstrap,
             overwrite=args.overwrite,
+            calibration=not args.no_calibration,
             progress=update,
         )
     print(format_table(report))

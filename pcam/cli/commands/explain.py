@@ -56,6 +56,7 @@ def add(commands: Any) -> argparse.ArgumentParser:
     )
     options.add_seed(parser, "sampling seed")
     options.add_threshold(parser, "predicted tumour, in the grid's colours and explain.json")
+    options.add_no_calibration(parser)
     options.add_overwrite(parser, "replace an explanation pcam wrote (never another folder)")
     return parser
 
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             threshold=args.threshold,
             overwrite=args.overwrite,
+            calibration=not args.no_calibration,
             progress=update,
         )
     print(format_summary(report))

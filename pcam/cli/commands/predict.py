@@ -20,7 +20,8 @@ def add(commands: Any) -> argparse.ArgumentParser:
         "streamed in batches), in any mix. OUT gets one CSV row per patch, in input order: "
         "source, index (the row of an h5 file; empty for an image), probability, label "
         "(tumour when probability >= --threshold, else normal). The CSV appears only when "
-        "complete.",
+        "complete. The probabilities are calibrated when the model has a calibration file "
+        "(pcam calibrate), and the summary line says which were used.",
     )
     parser.add_argument(
         "inputs",
@@ -47,6 +48,7 @@ def add(commands: Any) -> argparse.ArgumentParser:
         help="images that are not 96x96: error (refuse, the default), crop (the centre 96x96; "
         "both sides >= 96) or resize (bilinear, antialiased, aspect ratio not kept)",
     )
+    options.add_no_calibration(parser)
     options.add_overwrite(parser, "replace a CSV pcam predict wrote (never another file)")
     return parser
 
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             fit=args.fit,
             overwrite=args.overwrite,
+            calibration=not args.no_calibration,
             progress=update,
         )
     print(summary.line(), file=sys.stderr if to_stdout else sys.stdout)

@@ -22,12 +22,18 @@ __all__ = ["SCRIPT", "streamlit_command"]
 
 
 def streamlit_command(
-    address: str, port: int, *, max_upload_mb: int, model: Path | None = None
+    address: str,
+    port: int,
+    *,
+    max_upload_mb: int,
+    model: Path | None = None,
+    calibration: bool = True,
 ) -> list[str]:
     """The ``python -m streamlit run`` command that serves the app on ``address:port``.
 
     Headless, without file watching or usage statistics, uploads limited to ``max_upload_mb``
-    (:data:`pcam.serve.app.logic.MAX_UPLOAD_MB`); ``model`` (made absolute) is passed to the page.
+    (:data:`pcam.serve.app.logic.MAX_UPLOAD_MB`); ``model`` (made absolute) is passed to the page,
+    and ``--no-calibration`` when ``calibration`` is false.
     """
     command = [
         sys.executable,
@@ -53,4 +59,6 @@ def streamlit_command(
     ]
     if model is not None:
         command += ["--model", str(model.resolve())]
+    if not calibration:
+        command.append("--no-calibration")
     return command

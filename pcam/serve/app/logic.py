@@ -110,30 +110,49 @@ class ModelSource:
 
     path: Path
     demo: bool
+    calibration: bool = True
+    """Whether the model's calibration file (when present) sets the probabilities."""
 
     @property
-    def stamp(self) -> tuple[int, int]:
-        """``(mtime_ns, size)`` of the file, ``(0, 0)`` when absent: a retrained model reloads."""
-        try:
-            info = self.path.stat()
-        except OSError:
-            return (0, 0)
-        return (info.st_mtime_ns, info.st_size)
+    def stamp(self) -> tuple[int, ...]:
+        """What the loaded model depends on, for the page's caches: a change reloads it.
+
+        ``(mtime_ns, size)`` of the model file, 1 or 0 for :attr:`calibration`, then
+        ``(mtime_ns, size)`` of its calibration file (zeros when absent or not used).
+        """
+        from pcam.model.temperature import calibration_path
+
+        sidecar = _file_stamp(calibration_path(self.path)) if self.calibration else (0, 0)
+        return (*_file_stamp(self.path), int(self.calibration), *sidecar)
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    """``(mtime_ns, size)`` of a file, ``(0, 0)`` when absent."""
+    try:
+        info = path.stat()
+    except OSError:
+        return (0, 0)
+    return (info.st_mtime_ns, info.st_size)
 
 
 def find_model(
-    model: str | os.PathLike[str] | None, *, cwd: str | os.PathLike[str] | None = None
+    model: str | os.PathLike[str] | None,
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    calibration: bool = True,
 ) -> ModelSource:
     """The model to use: ``model`` when given, else the demo model under ``cwd`` if present.
+
+    ``calibration`` is false when the model's calibration file is to be ignored.
 
     Raises :class:`pcam.errors.MissingFileError` (one line: what to run) when neither is there.
     Whether ``model`` is a loadable file is :func:`load_classifier`'s business.
     """
     if model is not None and str(model) != "":
-        return ModelSource(Path(model).expanduser(), demo=False)
+        return ModelSource(Path(model).expanduser(), demo=False, calibration=calibration)
     demo = Path(cwd if cwd is not None else Path.cwd()) / DEMO_MODEL
     if demo.is_file():
-        return ModelSource(demo, demo=True)
+        return ModelSource(demo, demo=True, calibration=calibration)
     raise MissingFileError(
         demo,
         "a model: the demo model pcam demo trains, or one passed with --model",
@@ -155,6 +174,13 @@ class Classifier:
     """Held around every model call: app sessions share one model and run in threads."""
 
     @property
+    def probabilities(self) -> str:
+        """Which probabilities the model gives: calibrated (temperature, file) or not, and why."""
+        from pcam.model.temperature import calibration_of
+
+        return calibration_of(self.model).describe()
+
+    @property
     def default_layer(self) -> str | None:
         """:data:`PREFERRED_LAYER` when the model has it, else the last spatial layer."""
         names = [name for name, _ in self.layers]
@@ -163,17 +189,23 @@ class Classifier:
         return names[-1] if names else None
 
 
-def load_classifier(path: str | os.PathLike[str]) -> Classifier:
-    """Load a saved model and check it is a PCam classifier; one-line errors for bad files."""
+def load_classifier(path: str | os.PathLike[str], *, calibration: bool = True) -> Classifier:
+    """Load a saved model and check it is a PCam classifier; one-line errors for bad files.
+
+    With ``calibration`` the model's calibration file, when present, sets its probabilities
+    (:func:`pcam.model.architectures.load_model`); a file that does not match is one line too.
+    """
     from pcam.explain.gradcam import spatial_layers
     from pcam.model.architectures import load_model
+    from pcam.model.inference import tumour_probabilities
 
     model_path = Path(path)
-    model = load_model(model_path)  # one-line errors; input, output and head checked
+    # one-line errors; input, output, head and calibration file checked
+    model = load_model(model_path, calibration=calibration)
     try:
         # trace the predict function for a batch of one and of several, as predict() calls it
         for size in (1, 2):
-            model.predict_on_batch(np.zeros((size, *layout.IMAGE_SHAPE), dtype=np.uint8))
+            tumour_probabilities(model, np.zeros((size, *layout.IMAGE_SHAPE), dtype=np.uint8))
         inputs = {layer.name for layer in model.layers if type(layer).__name__ == "InputLayer"}
         # the input layer holds uint8 pixels, which have no gradient: not a Grad-CAM candidate
         layers = tuple(item for item in spatial_layers(model) if item[0] not in inputs)

@@ -49,20 +49,20 @@ class Decoded(NamedTuple):
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def classifier(path: str, stamp: tuple[int, int]) -> logic.Classifier:
-    """The loaded model, once per file version (``stamp``: mtime and size)."""
-    return logic.load_classifier(path)
+def classifier(path: str, stamp: tuple[int, ...]) -> logic.Classifier:
+    """The loaded model, once per version (``stamp``: :attr:`logic.ModelSource.stamp`)."""
+    return logic.load_classifier(path, calibration=bool(stamp[2]))
 
 
 @st.cache_resource(show_spinner="Preparing Grad-CAM...", max_entries=16)
-def explainer(path: str, stamp: tuple[int, int], layer: str) -> Any:
+def explainer(path: str, stamp: tuple[int, ...], layer: str) -> Any:
     """The Grad-CAM function of the model at ``layer``, built once."""
     return logic.make_explainer(classifier(path, stamp), layer)
 
 
 @st.cache_data(show_spinner="Classifying...", max_entries=32)
 def predictions(
-    path: str, stamp: tuple[int, int], key: str, _patches: npt.NDArray[np.uint8]
+    path: str, stamp: tuple[int, ...], key: str, _patches: npt.NDArray[np.uint8]
 ) -> logic.Predictions:
     """The predictions of a batch (``key``: digest of its pixels), timed when first computed."""
     return logic.predict(classifier(path, stamp), _patches)
@@ -70,7 +70,7 @@ def predictions(
 
 @st.cache_data(show_spinner="Computing Grad-CAM maps...", max_entries=32)
 def maps(
-    path: str, stamp: tuple[int, int], layer: str, key: str, _patches: npt.NDArray[np.uint8]
+    path: str, stamp: tuple[int, ...], layer: str, key: str, _patches: npt.NDArray[np.uint8]
 ) -> logic.Maps:
     """The Grad-CAM maps of both classes for a batch at ``layer``."""
     return logic.gradcam_maps(explainer(path, stamp, layer), classifier(path, stamp), _patches)
@@ -86,6 +86,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The script's own arguments (after ``--`` on the ``streamlit run`` line)."""
     parser = argparse.ArgumentParser(prog="pcam app", add_help=False)
     parser.add_argument("--model", default=None)
+    parser.add_argument("--no-calibration", action="store_true")
     args, _ = parser.parse_known_args(list(argv))
     return args
 
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     st.title("PCam patch classifier")
     st.info(NOTICE)
     try:
-        source = logic.find_model(args.model)
+        source = logic.find_model(args.model, calibration=not args.no_calibration)
     except PCamError as error:
         st.error(f"No model to use: {error}")
         st.markdown(
@@ -121,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     st.caption(
         f"Model `{source.path}` ({model.parameters:,} parameters). Patches are 96x96 RGB; "
-        "the label is tumour when the probability is at or above the threshold."
+        "the label is tumour when the probability is at or above the threshold. "
+        f"Probabilities: {logic.markdown_text(model.probabilities)}."
     )
     settings = _sidebar(model)
 
