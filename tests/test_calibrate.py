@@ -399,3 +399,21 @@ def test_the_app_reloads_when_the_calibration_file_changes(
     off = find_model(model_copy, calibration=False)
     assert off.stamp[2:] == (0, 0, 0)
     assert "calibration turned off" in load_classifier(model_copy, calibration=False).probabilities
+
+
+def test_the_readme_figure_tool_fits_on_half_and_draws_the_other(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.tool_modules import load_tool
+
+    tool = load_tool("calibration_figure")
+    argv = ["--data", str(synthetic_root), "--out", str(tmp_path / "docs"), "--epochs", "1"]
+    assert tool.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("      fit (256 patches): NLL ")
+    assert out[1].startswith(" held out (256 patches): NLL ")
+    assert out[2].startswith("temperature ")
+    assert out[2].endswith("(1 epochs, seed 0)")
+    figure = tmp_path / "docs" / "calibration_real_sample.png"
+    assert out[3] == f"figure: {figure}"
+    assert figure.read_bytes().startswith(b"\x89PNG")

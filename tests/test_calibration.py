@@ -116,7 +116,12 @@ def test_the_report_has_both_eces_the_brier_score_and_the_bins() -> None:
         ([], [], 15, "labels: expected at least one label"),
         ([0, 1], [0.5], 15, "probabilities: expected one per label (2)"),
         ([0, 2], [0.5, 0.5], 15, "labels: expected values 0 or 1, found [2.0]"),
-        ([0, 1], [0.5, float("nan")], 15, "probabilities: expected finite values in [0, 1]"),
+        (
+            [0, 1],
+            [0.5, float("nan")],
+            15,
+            "probabilities: expected finite values, found '1 not finite, first nan at index 1'",
+        ),
         ([0, 1], [0.5, 1.5], 15, "probabilities: expected finite values in [0, 1]"),
         ([0, 1], [0.5, 0.5], 0, "bins: expected a whole number >= 1, found 0"),
     ],

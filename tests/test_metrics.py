@@ -322,7 +322,7 @@ def test_bootstrap_intervals_hold_the_estimate_and_repeat_for_a_seed() -> None:
         ([0, 1], [0.5], {}, "probabilities: expected one per label"),
         ([0, 2], [0.1, 0.2], {}, "labels: expected values 0 or 1"),
         ([0, 1], [0.1, 1.2], {}, "probabilities: expected finite values in"),
-        ([0, 1], [0.1, float("nan")], {}, "probabilities: expected finite values in"),
+        ([0, 1], [0.1, float("nan")], {}, "probabilities: expected finite values, found '1 not"),
         ([0, 1], [0.1, 0.2], {"threshold": 1.0}, "threshold: expected a value in"),
         ([0, 1], [0.1, 0.2], {"threshold": 0.0}, "threshold: expected a value in"),
         ([0, 1], [0.1, 0.2], {"bootstrap_rounds": -1}, "bootstrap_rounds: expected an integer"),

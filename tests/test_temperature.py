@@ -148,10 +148,14 @@ def test_perfectly_separated_log_odds_are_sharpened_to_the_bound() -> None:
     [
         ([1, 1, 1], [0.1, 0.2, 0.3], "labels: expected both normal (0) and tumour (1) patches"),
         ([0, 0], [0.1, 0.2], "found '2 patches of class 0 only'"),
-        ([0, 1], [0.1, float("nan")], "log_odds: expected finite values, found '1 NaN or inf"),
+        (
+            [0, 1],
+            [0.1, float("nan")],
+            "log_odds: expected finite values, found '1 not finite, first nan at index 1'",
+        ),
         ([0, 1], [0.1, float("inf")], "log_odds: expected finite values"),
         ([0, 1, 1], [0.1, 0.2], "log_odds: expected one per label (3), found '2 values'"),
-        ([0, 2], [0.1, 0.2], "labels: expected values 0 or 1, found [0, 2]"),
+        ([0, 2], [0.1, 0.2], "labels: expected values 0 or 1, found [2.0]"),
         ([], [], "labels: expected at least one label, found 'none'"),
     ],
 )

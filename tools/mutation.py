@@ -103,7 +103,12 @@ TESTS_FOR: dict[str, tuple[str, ...]] = {
     "pcam/outputs.py": ("tests/test_outputs.py",),
     "pcam/evaluation/metrics.py": ("tests/test_metrics.py",),
     "pcam/evaluation/calibration.py": ("tests/test_calibration.py",),
-    "pcam/evaluation/predictions.py": ("tests/test_metrics.py", "tests/test_calibration.py"),
+    "pcam/evaluation/predictions.py": (
+        "tests/test_metrics.py",
+        "tests/test_calibration.py",
+        "tests/test_operating.py",
+        "tests/test_temperature.py",
+    ),
     "pcam/evaluation/operating.py": ("tests/test_operating.py",),
     "pcam/evaluation/temperature.py": ("tests/test_temperature.py", "tests/test_calibrate.py"),
     "pcam/model/temperature.py": ("tests/test_temperature.py", "tests/test_calibrate.py"),

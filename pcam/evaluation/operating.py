@@ -42,6 +42,7 @@ import numpy.typing as npt
 from sklearn import metrics as skm
 
 from pcam.errors import InvalidArgumentError
+from pcam.evaluation.predictions import check_scores
 
 LEVELS: tuple[float, ...] = (0.90, 0.95, 0.98)
 """The specificities (and sensitivities) at which the other rate is reported."""
@@ -288,27 +289,7 @@ def _key(fix: Fix, level: float) -> str:
 
 def _check(labels: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
     """Flat int64 labels and float64 scores: 0/1 labels, one finite score each, both classes."""
-    truth = np.asarray(labels).reshape(-1)
-    values = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if truth.size == 0:
-        raise InvalidArgumentError("labels", "at least one label", "none")
-    if truth.size != values.size:
-        raise InvalidArgumentError(
-            "scores", f"one per label ({truth.size})", f"{values.size} values"
-        )
-    valid = np.isin(truth, (0, 1))
-    if not valid.all():
-        bad = sorted({float(v) for v in np.unique(truth[~valid])})[:5]
-        raise InvalidArgumentError("labels", "values 0 or 1", bad)
-    finite = np.isfinite(values)
-    if not finite.all():
-        first = int(np.flatnonzero(~finite)[0])
-        raise InvalidArgumentError(
-            "scores",
-            "finite values",
-            f"{int(np.count_nonzero(~finite))} not finite, first {values[first]} at index {first}",
-        )
-    truth = truth.astype(np.int64)
+    truth, values = check_scores(labels, scores)
     positives = int(truth.sum())
     if positives in (0, truth.size):
         only = "tumour (1)" if positives else "normal (0)"

@@ -26,6 +26,7 @@ from sklearn import metrics as skm
 
 from pcam.errors import InvalidArgumentError
 from pcam.evaluation.calibration import calibration_report
+from pcam.evaluation.predictions import check_scores
 from pcam.model.temperature import sigmoid
 
 TEMPERATURE_BOUNDS = (0.05, 20.0)
@@ -49,7 +50,7 @@ class TemperatureFit:
 
 def nll(labels: npt.ArrayLike, log_odds: npt.ArrayLike, temperature: float = 1.0) -> float:
     """The mean NLL of ``sigmoid(z / T)``, clipped to ``[1e-7, 1 - 1e-7]`` as the reports are."""
-    truth, z = _check(labels, log_odds)
+    truth, z = check_scores(labels, log_odds, name="log_odds")
     return _nll(truth, z, temperature)
 
 
@@ -66,7 +67,7 @@ def fit_temperature(
     """
     from scipy.optimize import minimize_scalar
 
-    truth, z = _check(labels, log_odds)
+    truth, z = check_scores(labels, log_odds, name="log_odds")
     if len(np.unique(truth)) != 2:
         raise InvalidArgumentError(
             "labels",
@@ -211,21 +212,3 @@ def format_calibration(record: dict[str, Any]) -> str:
 def _nll(truth: npt.NDArray[np.int64], z: npt.NDArray[np.float64], temperature: float) -> float:
     p = np.clip(sigmoid(z / temperature), _CLIP, 1 - _CLIP)
     return float(-np.mean(np.where(truth == 1, np.log(p), np.log1p(-p))))
-
-
-def _check(
-    labels: npt.ArrayLike, log_odds: npt.ArrayLike
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    truth = np.asarray(labels).reshape(-1)
-    z = np.asarray(log_odds, dtype=np.float64).reshape(-1)
-    if truth.size == 0:
-        raise InvalidArgumentError("labels", "at least one label", "none")
-    if truth.size != z.size:
-        raise InvalidArgumentError("log_odds", f"one per label ({truth.size})", f"{z.size} values")
-    if not np.isin(truth, (0, 1)).all():
-        raise InvalidArgumentError("labels", "values 0 or 1", sorted(set(truth.tolist()))[:5])
-    if not np.isfinite(z).all():
-        raise InvalidArgumentError(
-            "log_odds", "finite values", f"{int((~np.isfinite(z)).sum())} NaN or infinite"
-        )
-    return truth.astype(np.int64), z
