@@ -162,7 +162,6 @@ def test_thresholds_reach_their_targets_on_valid_and_are_applied_to_test(
         )
         assert at[fixed] >= point["level"]  # the target, reached where it was chosen
         assert at[other] == point["value"]  # and the best the curve allows there
-    shutil.copy(synthetic_root / "camelyonpatch_level_2_split_train_y.h5", tmp_path)  # unused
     test = evaluate(model_copy, test_root, "test", tmp_path / "test", bootstrap_rounds=20)
     points = {p["key"]: p for p in test["operating_points"]["points"]}
     for key, entry in record["thresholds"].items():
@@ -417,3 +416,22 @@ def test_the_readme_figure_tool_fits_on_half_and_draws_the_other(
     figure = tmp_path / "docs" / "calibration_real_sample.png"
     assert out[3] == f"figure: {figure}"
     assert figure.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_calibration_at_temperature_one_still_reads_the_log_odds(
+    model_copy: Path, synthetic_root: Path
+) -> None:
+    """The thresholds were chosen on float64 log-odds: T = 1 must not fall back to float32."""
+    from pcam.data import make_dataset
+    from pcam.model.architectures import load_model
+    from pcam.model.inference import tumour_log_odds, tumour_probabilities
+    from pcam.model.temperature import write_calibration
+
+    write_calibration(model_copy, 1.0, thresholds={}, details={}, overwrite=False)
+    images, _ = next(make_dataset(synthetic_root, "valid", batch_size=64).as_numpy_iterator())
+    model = load_model(model_copy)
+    assert calibration_of(model).calibrated
+    expected = sigmoid(tumour_log_odds(model, images))
+    assert np.array_equal(tumour_probabilities(model, images), expected)
+    raw = model.predict_on_batch(images)[:, 0].astype(np.float64)
+    assert not np.array_equal(raw, expected)  # float32 rounding: the path matters

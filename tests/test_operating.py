@@ -879,3 +879,52 @@ def test_a_nan_among_many_scores_is_named_with_its_index() -> None:
         "scores: expected finite values, found '2 not finite, first nan at index 17'"
     )
     assert "\n" not in str(error.value)
+
+
+def test_the_defaults_are_1000_rounds_and_seed_0() -> None:
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 2, 300)
+    scores = rng.normal(size=300) + labels
+    default = operating_points(labels, scores)
+    assert default == operating_points(labels, scores, bootstrap_rounds=1000, seed=0)
+    assert default != operating_points(labels, scores, bootstrap_rounds=1000, seed=1)
+    assert default != operating_points(labels, scores, bootstrap_rounds=1001, seed=0)
+
+
+@pytest.mark.parametrize("bad", ["0.5", b"0.5", None, [0.5]])
+def test_a_level_that_is_not_a_number_is_refused(bad: Any) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        sensitivity_at_specificity([0, 1], [0.1, 0.9], bad)
+    assert str(caught.value) == (
+        f"level: expected a number strictly between 0 and 1, found {bad!r}"
+    )
+
+
+@pytest.mark.parametrize("bad", ["0.5", None, True])
+def test_a_threshold_that_is_not_a_number_is_refused(bad: Any) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        rates_at_threshold([0, 1], [0.1, 0.9], bad)
+    assert str(caught.value) == (
+        f"threshold: expected a number on the scale of the scores, found {bad!r}"
+    )
+
+
+def test_thresholds_that_are_not_a_mapping_are_one_exact_line() -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        operating_points([0, 1], [0.1, 0.9], thresholds=[0.5], bootstrap_rounds=0)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "thresholds: expected a mapping of point keys to thresholds, found [0.5]"
+    )
+
+
+def test_a_separable_split_calls_no_normal_patch_at_any_sensitivity() -> None:
+    """No false alarm is needed for every tumour: the threshold sits in the gap (0.2, 0.8).
+
+    At sensitivity >= 0.4, t = 0.85 (one tumour) has specificity 1 too; of the two, the one
+    with more tumours found wins.
+    """
+    labels, scores = [0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]
+    for level in (0.4, 0.9):
+        threshold = choose_threshold(labels, scores, fix="sensitivity", level=level)
+        assert threshold == pytest.approx(0.5)
+        assert rates_at_threshold(labels, scores, threshold) == (1.0, 1.0)

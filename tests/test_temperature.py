@@ -29,6 +29,8 @@ from pcam.model.temperature import (
     UNCALIBRATED,
     VERSION,
     Calibration,
+    attach,
+    calibration_of,
     calibration_path,
     check_calibration_destination,
     file_digest,
@@ -326,3 +328,16 @@ def test_the_printed_table_shows_both_rows() -> None:
     assert lines[0] == "temperature 1.7500, fitted on valid (2,048 patches, 25.0% tumour)"
     assert lines[2].split() == ["before", "0.5000", "0.1000", "0.1200", "0.2000", "0.9000"]
     assert lines[3].split() == ["after", "0.4000", "0.0200", "0.1200", "0.2000", "0.9000"]
+
+
+def test_a_calibration_is_attached_to_one_model_object_only() -> None:
+    class Model:
+        """A stand-in: any object a loader returns."""
+
+    first, second = Model(), Model()
+    fitted = Calibration(3.0, Path("m.calibration.json"))
+    attach(first, fitted)
+    assert calibration_of(first) is fitted
+    assert calibration_of(second) is UNCALIBRATED
+    attach(first, UNCALIBRATED)
+    assert calibration_of(first) is UNCALIBRATED

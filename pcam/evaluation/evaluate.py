@@ -230,13 +230,15 @@ def evaluate(
         operating_thresholds={
             key: used.probability_threshold(value) for key, value in used.thresholds.items()
         },
-        thresholds_from=_thresholds_source(used.record, used.path),
+        thresholds_from=_thresholds_source(used.record, used.path, tta=tta),
     )
 
 
-def _thresholds_source(record: dict[str, Any], path: Path | None) -> str | None:
+def _thresholds_source(record: dict[str, Any], path: Path | None, *, tta: bool) -> str | None:
     """Where the operating-point thresholds come from, for the report; ``None`` without them."""
     if path is None or not record.get("thresholds"):
         return None
     fitted = record.get("fitted_on", {})
-    return f"chosen on the {fitted.get('split', '?')} split of {fitted.get('data', '?')} ({path})"
+    source = f"chosen on the {fitted.get('split', '?')} split of {fitted.get('data', '?')} ({path})"
+    # pcam calibrate scores one view per patch; averaged views are less extreme
+    return source + (", without TTA: this split was scored with TTA" if tta else "")

@@ -31,15 +31,16 @@ def tumour_probabilities(
 ) -> npt.NDArray[np.float64]:
     """Tumour probabilities ``[B]`` of one batch of patches ``uint8 [B, 96, 96, 3]``.
 
-    A model loaded with a calibration file gives ``sigmoid(log-odds / T)``; any other gives its
-    head's own probability. With ``tta`` the batch is predicted under each of the 8 symmetries of
-    the square (:mod:`pcam.data.d4`) and the 8 probabilities of each patch are averaged (test-time
-    augmentation; 8 model calls).
+    A model loaded with a calibration file gives ``sigmoid(log-odds / T)``, in float64 from the
+    head's logits (so the thresholds chosen on those log-odds apply exactly, even at ``T = 1``);
+    any other gives its head's own probability. With ``tta`` the batch is predicted under each of
+    the 8 symmetries of the square (:mod:`pcam.data.d4`) and the 8 probabilities of each patch
+    are averaged (test-time augmentation; 8 model calls).
     """
     head = head_of(model)
     calibration = calibration_of(model)
     views = [d4.apply_one(images, code) for code in range(d4.NUM_SYMMETRIES)] if tta else [images]
-    if calibration.temperature == 1.0:
+    if not calibration.calibrated:  # the model's own output, as it always was
         scores = [
             head.tumour_probabilities(model.predict_on_batch(np.ascontiguousarray(view)))
             for view in views
