@@ -34,6 +34,7 @@ from pcam.model.temperature import (
     calibration_path,
     check_calibration_destination,
     file_digest,
+    is_calibration_file,
     read_calibration,
     sigmoid,
     write_calibration,
@@ -132,6 +133,9 @@ def test_the_nll_is_the_reports_clipped_log_loss() -> None:
     log_odds = np.array([2.0, -1.0, -0.5, 40.0, 3.0])  # 40: a confident mistake, clipped
     expected = skm.log_loss(labels, np.clip(sigmoid(log_odds / 2.0), 1e-7, 1 - 1e-7))
     assert nll(labels, log_odds, 2.0) == pytest.approx(expected, rel=1e-12)
+    # clipped at both ends: a tumour at log-odds -40 costs -log(1e-7), not 40
+    assert nll([1], [-40.0]) == pytest.approx(-np.log(1e-7), rel=1e-9)
+    assert nll([0], [40.0]) == pytest.approx(-np.log(1e-7), rel=1e-6)
     # by hand for one patch: label 1 at log-odds 2 and T = 2 -> -log(sigmoid(1))
     assert nll([1], [2.0], 2.0) == pytest.approx(np.log1p(np.exp(-1.0)), rel=1e-12)
     assert nll([0], [2.0], 2.0) == pytest.approx(np.log1p(np.exp(1.0)), rel=1e-12)
@@ -168,9 +172,53 @@ def test_bad_input_to_the_fit_is_one_line(labels: Any, log_odds: Any, message: s
     assert "\n" not in str(caught.value)
 
 
-def test_bounds_that_exclude_one_are_refused() -> None:
-    with pytest.raises(InvalidArgumentError, match="bounds: expected 0 < low <= 1 <= high"):
-        fit_temperature([0, 1], [0.0, 1.0], bounds=(1.5, 3.0))
+@pytest.mark.parametrize("bounds", [(1.5, 3.0), (0.0, 3.0), (0.5, 0.9), (-1.0, 2.0)])
+def test_bounds_that_exclude_one_are_refused(bounds: tuple[float, float]) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        fit_temperature([0, 1], [0.0, 1.0], bounds=bounds)
+    assert str(caught.value) == f"bounds: expected 0 < low <= 1 <= high, found {bounds!r}"
+
+
+@pytest.mark.parametrize("bounds", [(1.0, 3.0), (0.5, 1.0), (1.0, 1.0)])
+def test_bounds_may_end_at_one(bounds: tuple[float, float]) -> None:
+    labels, log_odds = _drawn(2, 2_000, 2.0)  # wants T = 2: the bound nearest to it wins
+    fit = fit_temperature(labels, log_odds, bounds=bounds)
+    assert fit.temperature == pytest.approx(min(bounds[1], 2.0), rel=0.1)
+
+
+def test_log_odds_that_carry_no_information_keep_the_model_as_it_is() -> None:
+    """Equal log-odds give the same NLL at every T: the fit keeps T = 1, not some bound."""
+    fit = fit_temperature([0, 1, 0, 1], [0.0, 0.0, 0.0, 0.0])
+    assert fit.temperature == 1.0
+    assert fit.nll_after == fit.nll_before == pytest.approx(np.log(2.0))
+
+
+@pytest.mark.parametrize("target", [0.052, 0.73, 1.37, 19.3])
+def test_the_fit_is_refined_between_the_grid_points(target: float) -> None:
+    """The search ends at the NLL's minimum to 1e-4, also next to either bound."""
+    import warnings
+
+    labels, log_odds = _drawn(4, 4_000, target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy warns of an option it does not know
+        fit = fit_temperature(labels, log_odds)
+    assert fit.temperature not in (TEMPERATURE_BOUNDS[0], TEMPERATURE_BOUNDS[1], 1.0)
+    for nearby in (fit.temperature * (1 - 1e-4), fit.temperature * (1 + 1e-4)):
+        assert nll(labels, log_odds, nearby) >= fit.nll_after
+
+
+def test_one_patch_of_one_class_is_one_line() -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        fit_temperature([1], [0.3])
+    assert str(caught.value) == (
+        "labels: expected both normal (0) and tumour (1) patches to fit a temperature on, "
+        "found '1 patches of class 1 only'"
+    )
+
+
+def test_the_nll_names_the_log_odds_in_its_errors() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"^log_odds: expected finite values"):
+        nll([0, 1], [0.0, float("nan")])
 
 
 # -- the calibration file ------------------------------------------------------------------------
@@ -242,11 +290,56 @@ def test_a_file_fitted_to_another_model_is_one_line(model_file: Path) -> None:
     model_file.write_bytes(b"retrained " * 100)  # pcam train --overwrite, say
     with pytest.raises(UnreadableFileError) as caught:
         read_calibration(model_file)
-    message = str(caught.value)
-    assert "\n" not in message
-    assert "expected the calibration of model.keras (SHA-256 " in message
-    assert "found one fitted to another model file" in message
-    assert message.endswith("run pcam calibrate again with --overwrite, or pass --no-calibration")
+    old, new = file_digest_of(b"weights " * 100), file_digest(model_file)
+    assert str(caught.value) == (
+        f"{calibration_path(model_file)}: expected the calibration of model.keras (SHA-256 "
+        f"{new[:12]}...), found one fitted to another model file (SHA-256 {old[:12]}...); "
+        "run pcam calibrate again with --overwrite, or pass --no-calibration"
+    )
+
+
+def file_digest_of(content: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(content).hexdigest()
+
+
+def test_a_model_entry_that_is_not_a_record_is_another_model(model_file: Path) -> None:
+    path = _write(model_file)
+    record = json.loads(path.read_text())
+    record["model"] = "model.keras"
+    path.write_text(json.dumps(record))
+    with pytest.raises(
+        UnreadableFileError, match=r"found one fitted to another model file \(SHA-256 None"
+    ):
+        read_calibration(model_file)
+
+
+def test_a_file_without_thresholds_has_none(model_file: Path) -> None:
+    path = _write(model_file, 0.5)  # a sharpening temperature (below 1) is as valid as any
+    record = json.loads(path.read_text())
+    del record["thresholds"]
+    path.write_text(json.dumps(record))
+    calibration = read_calibration(model_file)
+    assert calibration.temperature == 0.5
+    assert calibration.thresholds == {}
+    assert calibration.describe().startswith(
+        "calibrated probabilities (temperature 0.5, fitted on valid"
+    )
+    assert Calibration(2.0, Path("x")).describe() == (
+        "calibrated probabilities (temperature 2, fitted on ?, from x)"
+    )
+    assert UNCALIBRATED.as_json()["file"] is None
+    assert record["method"] == "temperature scaling of the tumour log-odds: p = sigmoid(z / T)"
+
+
+def test_only_a_json_record_of_the_format_is_a_calibration_file(tmp_path: Path) -> None:
+    assert not is_calibration_file(tmp_path)  # a folder cannot be read
+    assert not is_calibration_file(tmp_path / "absent.json")
+    (tmp_path / "list.json").write_text(f'["{FORMAT}"]')
+    assert not is_calibration_file(tmp_path / "list.json")
+    (tmp_path / "ok.json").write_text(f'{{"format": "{FORMAT}"}}')
+    assert is_calibration_file(tmp_path / "ok.json")
 
 
 @pytest.mark.parametrize(
@@ -275,6 +368,10 @@ def test_a_file_fitted_to_another_model_is_one_line(model_file: Path) -> None:
             '"thresholds": {"k": {"log_odds": Infinity}}}',
             "found threshold 'k' of inf",
         ),
+        (
+            f'{{"format": "{FORMAT}", "version": 1, "temperature": 2, "thresholds": {{"k": 1.5}}}}',
+            "found threshold 'k' without a log_odds number",
+        ),
     ],
 )
 def test_a_damaged_calibration_file_is_one_line(model_file: Path, content: str, found: str) -> None:
@@ -283,36 +380,51 @@ def test_a_damaged_calibration_file_is_one_line(model_file: Path, content: str, 
         read_calibration(model_file)
     message = str(caught.value)
     assert "\n" not in message
-    assert f"expected a pcam calibration file ({FORMAT} version 1)" in message
+    assert message.startswith(
+        f"{calibration_path(model_file)}: expected a pcam calibration file ({FORMAT} version 1) "
+        "written by pcam calibrate, found "
+    )
     assert found in message
+    assert message.endswith("; run pcam calibrate again with --overwrite, or pass --no-calibration")
 
 
 def test_an_existing_file_is_replaced_only_with_overwrite_and_only_when_pcams(
     model_file: Path,
 ) -> None:
     _write(model_file, 2.0)
-    with pytest.raises(OutputExistsError):
+    with pytest.raises(OutputExistsError) as exists:
         _write(model_file, 3.0)
+    assert str(exists.value).startswith(f"{calibration_path(model_file)}: expected a new")
     assert read_calibration(model_file).temperature == 2.0
     _write(model_file, 3.0, overwrite=True)
     assert read_calibration(model_file).temperature == 3.0
     path = calibration_path(model_file)
     path.write_text('{"mine": true}')  # the user's own file of that name
-    with pytest.raises(UnsafeOutputError, match="a file pcam did not write"):
+    with pytest.raises(UnsafeOutputError) as unsafe:
         _write(model_file, 4.0, overwrite=True)
+    assert str(unsafe.value).startswith(
+        f"{path}: expected a calibration file that pcam wrote, found a file pcam did not write; "
+    )
     assert path.read_text() == '{"mine": true}'
 
 
 def test_a_folder_in_the_files_place_is_refused(model_file: Path) -> None:
     calibration_path(model_file).mkdir()
-    with pytest.raises(UnsafeOutputError, match="found a folder"):
+    with pytest.raises(UnsafeOutputError) as caught:
         check_calibration_destination(model_file, overwrite=True)
+    assert str(caught.value).startswith(
+        f"{calibration_path(model_file)}: expected a calibration file to write, found a folder; "
+    )
 
 
 def test_a_temperature_that_is_not_positive_is_never_written(model_file: Path) -> None:
     for bad in (0.0, -1.0, float("nan"), float("inf")):
-        with pytest.raises(UnreadableFileError):
+        with pytest.raises(UnreadableFileError) as caught:
             _write(model_file, bad)
+        assert str(caught.value) == (
+            f"{calibration_path(model_file)}: expected a pcam calibration file ({FORMAT} version "
+            f"1) written by pcam calibrate, found temperature {bad!r}; fit again"
+        )
     assert not calibration_path(model_file).exists()
 
 
@@ -326,6 +438,7 @@ def test_the_printed_table_shows_both_rows() -> None:
     }
     lines = format_calibration(record).splitlines()
     assert lines[0] == "temperature 1.7500, fitted on valid (2,048 patches, 25.0% tumour)"
+    assert lines[1] == " " * 14 + "      NLL      ECE  ECE (mass)    Brier  ROC AUC"
     assert lines[2].split() == ["before", "0.5000", "0.1000", "0.1200", "0.2000", "0.9000"]
     assert lines[3].split() == ["after", "0.4000", "0.0200", "0.1200", "0.2000", "0.9000"]
 

@@ -5,7 +5,8 @@ log-likelihood (NLL) of ``sigmoid(z / T)`` on labelled log-odds ``z``: a 1-D bou
 on a log-spaced grid that holds ``T = 1`` exactly, then by bounded Brent refinement (SciPy's
 ``minimize_scalar``) between the grid neighbours of the best grid point. The NLL is the report's
 (:func:`nll`, probabilities clipped to ``[1e-7, 1 - 1e-7]`` as in ``metrics.json``), so the fit
-never raises the NLL it was fitted on: ``T = 1`` is a candidate and the smallest value wins.
+never raises the NLL it was fitted on: ``T = 1`` is a candidate, kept unless another temperature
+is strictly better (log-odds that carry no information, all equal say, keep ``T = 1``).
 
 :func:`calibrate` predicts the log-odds of a split (``valid`` by default, never ``test``: what is
 tuned on the test split no longer measures the model), fits ``T``, chooses the operating-point
@@ -80,6 +81,9 @@ def fit_temperature(
     grid = np.unique(np.concatenate([np.geomspace(low, high, _GRID_POINTS), [1.0]]))
     losses = np.array([_nll(truth, z, t) for t in grid])
     best = int(np.argmin(losses))
+    one = int(np.flatnonzero(grid == 1.0)[0])
+    if losses[one] <= losses[best]:  # the model as it is, unless another T is strictly better
+        best = one
     temperature, loss = float(grid[best]), float(losses[best])
     left, right = grid[max(best - 1, 0)], grid[min(best + 1, grid.size - 1)]
     if right > left:
