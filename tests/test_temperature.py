@@ -454,3 +454,31 @@ def test_a_calibration_is_attached_to_one_model_object_only() -> None:
     assert calibration_of(second) is UNCALIBRATED
     attach(first, UNCALIBRATED)
     assert calibration_of(first) is UNCALIBRATED
+
+
+def test_checked_scores_are_flat_int64_labels_and_float64_scores() -> None:
+    from pcam.evaluation.predictions import check_scores
+
+    truth, values = check_scores(np.array([[0], [1]], dtype=np.uint8), [[3], [-4]])
+    assert truth.dtype == np.int64
+    assert values.dtype == np.float64
+    assert truth.tolist() == [0, 1]
+    assert values.tolist() == [3.0, -4.0]
+
+
+def test_the_sigmoid_works_in_float64_whatever_comes_in() -> None:
+    """In float32 sigmoid(20) rounds to 1.0; float64 keeps 1 - 2e-9."""
+    log_odds = np.array([20.0, -20.0], dtype=np.float32)
+    for result in (sigmoid(log_odds), Calibration(1.0).probabilities(log_odds)):
+        assert result.dtype == np.float64
+        assert 0.0 < result[1] < result[0] < 1.0
+        assert result[0] == pytest.approx(1.0 - np.exp(-20.0), abs=1e-15)
+
+
+def test_a_file_that_is_not_json_names_the_parsers_complaint(model_file: Path) -> None:
+    calibration_path(model_file).write_text("{not json")
+    with pytest.raises(UnreadableFileError) as caught:
+        read_calibration(model_file)
+    assert "found a file that is not JSON (Expecting property name enclosed in double quotes: " in (
+        str(caught.value)
+    )
