@@ -473,6 +473,10 @@ def test_the_sigmoid_works_in_float64_whatever_comes_in() -> None:
         assert result.dtype == np.float64
         assert 0.0 < result[1] < result[0] < 1.0
         assert result[0] == pytest.approx(1.0 - np.exp(-20.0), abs=1e-15)
+    # divided by T in float64 too: float32 division would round 20 / 3 at the 7th digit
+    calibrated = Calibration(3.0, Path("x")).probabilities(log_odds)
+    assert np.array_equal(calibrated, sigmoid(log_odds.astype(np.float64) / 3.0))
+    assert not np.array_equal(calibrated, sigmoid(log_odds / np.float32(3.0)))
 
 
 def test_a_file_that_is_not_json_names_the_parsers_complaint(model_file: Path) -> None:
