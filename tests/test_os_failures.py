@@ -655,3 +655,61 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_predict_and_leaves_n
         write_predictions_csv(results(), out)
     assert not isinstance(interrupted.value, stopping.Terminated)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_during_a_polling_loop_is_raised_by_the_loop_between_two_steps() -> None:
+    """Inside ``deferring`` the handler only notes the signal: no exception enters a library."""
+    import signal
+
+    from pcam import stopping
+    from pcam.cli.runner import _handle_signals
+
+    steps: list[int] = []
+
+    def loop() -> None:
+        with stopping.deferring():
+            for step in range(3):
+                stopping.raise_if_stopped()
+                steps.append(step)
+                if step == 1:
+                    signal.raise_signal(signal.SIGTERM)  # lands mid-step: only noted
+                    steps.append(10 + step)  # the step goes on to its end
+
+    def last_step() -> None:
+        with stopping.deferring():
+            signal.raise_signal(signal.SIGINT)
+            steps.append(99)
+
+    def outside() -> None:
+        signal.raise_signal(signal.SIGTERM)
+        steps.append(-1)
+
+    previous = _handle_signals()
+    stopping.received.clear()
+    try:
+        with pytest.raises(stopping.Terminated):
+            loop()
+        assert steps == [0, 1, 11]
+        assert stopping.received == [signal.SIGTERM]
+        assert not stopping.deferred()
+        stopping.received.clear()
+        with pytest.raises(KeyboardInterrupt) as interrupted:
+            last_step()  # the last step's signal is raised when the block ends
+        assert not isinstance(interrupted.value, stopping.Terminated)
+        assert steps[-1] == 99
+        stopping.received.clear()
+        with pytest.raises(stopping.Terminated):
+            outside()  # outside a loop the signal raises where the program is, at once
+        assert steps[-1] == 99
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        stopping.received.clear()
+
+
+def test_an_error_inside_a_polling_loop_is_left_as_it_is() -> None:
+    from pcam import stopping
+
+    with pytest.raises(ValueError, match="boom"), stopping.deferring():
+        raise ValueError("boom")
+    assert not stopping.deferred()

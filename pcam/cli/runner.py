@@ -27,7 +27,7 @@ from pcam.cli.options import (
     resolve_deprecated_positionals,
 )
 from pcam.errors import PCamError
-from pcam.stopping import Terminated, received
+from pcam.stopping import Terminated, deferred, received
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,20 +97,23 @@ def _fail(command: str, message: str) -> int:
 def _handle_signals() -> dict[int, Any]:
     """SIGTERM raises :class:`Terminated`, Ctrl-C ``KeyboardInterrupt``; returns the old handlers.
 
-    Each signal is noted in :data:`pcam.stopping.received` first. Only the main thread of the
-    main interpreter may set handlers; elsewhere (a test runner's worker thread) the defaults
-    stay. A SIGINT that someone chose to ignore stays ignored.
+    Each signal is noted in :data:`pcam.stopping.received` first; inside a polling loop
+    (:func:`pcam.stopping.deferring`) it is only noted, and the loop raises it. Only the main
+    thread of the main interpreter may set handlers; elsewhere (a test runner's worker thread)
+    the defaults stay. A SIGINT that someone chose to ignore stays ignored.
     """
     if threading.current_thread() is not threading.main_thread():
         return {}
 
     def terminate(signum: int, frame: object) -> None:
         received.append(signum)
-        raise Terminated
+        if not deferred():  # a polling loop raises it itself, between two batches
+            raise Terminated
 
     def interrupt(signum: int, frame: object) -> None:
         received.append(signum)
-        raise KeyboardInterrupt
+        if not deferred():
+            raise KeyboardInterrupt
 
     previous: dict[int, Any] = {signal.SIGTERM: signal.signal(signal.SIGTERM, terminate)}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:

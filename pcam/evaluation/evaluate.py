@@ -40,16 +40,19 @@ def predict_split(
     probabilities are averaged (test-time augmentation; 8 times the work).
     """
     from pcam.data.stream import make_dataset
+    from pcam.stopping import deferring, raise_if_stopped
 
     dataset = make_dataset(root, split, batch_size=batch_size, shuffle=False)
     labels, probabilities = [], []
     done = 0
-    for images, batch_labels in dataset.as_numpy_iterator():
-        labels.append(batch_labels.astype(np.int64))
-        probabilities.append(tumour_probabilities(model, images, tta=tta))
-        done += batch_labels.size
-        if progress is not None:
-            progress(done)
+    with deferring():  # a signal stops the loop between two batches (pcam.stopping)
+        for images, batch_labels in dataset.as_numpy_iterator():
+            labels.append(batch_labels.astype(np.int64))
+            probabilities.append(tumour_probabilities(model, images, tta=tta))
+            raise_if_stopped()
+            done += batch_labels.size
+            if progress is not None:
+                progress(done)
     return np.concatenate(labels), np.concatenate(probabilities)
 
 

@@ -283,15 +283,19 @@ def _maps(
     progress: Callable[[int], None] | None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Maps at the patch size ``[n, 96, 96]`` and tumour probabilities ``[n]``, batch by batch."""
+    from pcam.stopping import deferring, raise_if_stopped
+
     maps, probabilities = [], []
-    for start in range(0, images.shape[0], CAM_BATCH):
-        batch_maps, batch_probabilities = cam.explain(
-            images[start : start + CAM_BATCH], class_index, size=images.shape[1:3]
-        )
-        maps.append(batch_maps)
-        probabilities.append(batch_probabilities)
-        if progress is not None:
-            progress(min(start + CAM_BATCH, images.shape[0]))
+    with deferring():  # a signal stops the loop between two batches (pcam.stopping)
+        for start in range(0, images.shape[0], CAM_BATCH):
+            batch_maps, batch_probabilities = cam.explain(
+                images[start : start + CAM_BATCH], class_index, size=images.shape[1:3]
+            )
+            raise_if_stopped()
+            maps.append(batch_maps)
+            probabilities.append(batch_probabilities)
+            if progress is not None:
+                progress(min(start + CAM_BATCH, images.shape[0]))
     return np.concatenate(maps), np.concatenate(probabilities)
 
 

@@ -53,7 +53,7 @@ from pcam.errors import (
 )
 from pcam.model.heads import DEFAULT_THRESHOLD
 from pcam.outputs import atomic_path, check_writable
-from pcam.stopping import raise_if_stopped
+from pcam.stopping import deferring, raise_if_stopped
 
 HDF5_SUFFIXES: Final = (".h5", ".hdf5")
 """File name endings read as PCam image files (any case); anything else is read as an image."""
@@ -481,23 +481,25 @@ def _write_rows(
     quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(COLUMNS)
     patches = tumour = 0
-    for batch, probabilities in results:
-        raise_if_stopped()  # a signal whose exception a library swallowed still stops the run
-        for source, index, probability in zip(
-            batch.sources, batch.indices, probabilities.tolist(), strict=True
-        ):
-            is_tumour = probability >= threshold
-            cell = csv_text(source)
-            (quoted if "\r" in cell else writer).writerow(
-                (
-                    cell,
-                    "" if index is None else index,
-                    repr(float(probability)),
-                    "tumour" if is_tumour else "normal",
+    # a signal is noted while a batch is predicted, and raised here between two batches
+    with deferring():
+        for batch, probabilities in results:
+            raise_if_stopped()
+            for source, index, probability in zip(
+                batch.sources, batch.indices, probabilities.tolist(), strict=True
+            ):
+                is_tumour = probability >= threshold
+                cell = csv_text(source)
+                (quoted if "\r" in cell else writer).writerow(
+                    (
+                        cell,
+                        "" if index is None else index,
+                        repr(float(probability)),
+                        "tumour" if is_tumour else "normal",
+                    )
                 )
-            )
-            patches += 1
-            tumour += is_tumour
+                patches += 1
+                tumour += is_tumour
     return patches, tumour
 
 
