@@ -25,6 +25,36 @@ REPORT = "report"
 """The kind of output folder ``pcam evaluate`` writes (see :mod:`pcam.outputs`)."""
 
 
+def score_split(
+    root: str | os.PathLike[str],
+    split: str,
+    score: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float64]],
+    *,
+    batch_size: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Labels and ``score(images)`` of every patch of a split, in file order, batch by batch.
+
+    ``progress`` is called with the number of patches done after each batch. A signal stops the
+    loop between two batches (:func:`pcam.stopping.deferring`), never inside the model's call.
+    """
+    from pcam.data.stream import make_dataset
+    from pcam.stopping import deferring, raise_if_stopped
+
+    dataset = make_dataset(root, split, batch_size=batch_size, shuffle=False)
+    labels, scores = [], []
+    done = 0
+    with deferring():
+        for images, batch_labels in dataset.as_numpy_iterator():
+            labels.append(batch_labels.astype(np.int64))
+            scores.append(score(images))
+            raise_if_stopped()
+            done += batch_labels.size
+            if progress is not None:
+                progress(done)
+    return np.concatenate(labels), np.concatenate(scores)
+
+
 def predict_split(
     model: Any,
     root: str | os.PathLike[str],
@@ -39,21 +69,13 @@ def predict_split(
     With ``tta`` each patch is predicted under all 8 symmetries of the square and the
     probabilities are averaged (test-time augmentation; 8 times the work).
     """
-    from pcam.data.stream import make_dataset
-    from pcam.stopping import deferring, raise_if_stopped
-
-    dataset = make_dataset(root, split, batch_size=batch_size, shuffle=False)
-    labels, probabilities = [], []
-    done = 0
-    with deferring():  # a signal stops the loop between two batches (pcam.stopping)
-        for images, batch_labels in dataset.as_numpy_iterator():
-            labels.append(batch_labels.astype(np.int64))
-            probabilities.append(tumour_probabilities(model, images, tta=tta))
-            raise_if_stopped()
-            done += batch_labels.size
-            if progress is not None:
-                progress(done)
-    return np.concatenate(labels), np.concatenate(probabilities)
+    return score_split(
+        root,
+        split,
+        lambda images: tumour_probabilities(model, images, tta=tta),
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 def write_report(

@@ -107,22 +107,16 @@ def split_log_odds(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Labels and tumour log-odds (:func:`pcam.model.inference.tumour_log_odds`) of a split."""
-    from pcam.data.stream import make_dataset
+    from pcam.evaluation.evaluate import score_split
     from pcam.model.inference import tumour_log_odds
-    from pcam.stopping import deferring, raise_if_stopped
 
-    dataset = make_dataset(root, split, batch_size=batch_size, shuffle=False)
-    labels, log_odds = [], []
-    done = 0
-    with deferring():  # a signal stops the loop between two batches (pcam.stopping)
-        for images, batch_labels in dataset.as_numpy_iterator():
-            labels.append(batch_labels.astype(np.int64))
-            log_odds.append(tumour_log_odds(model, images))
-            raise_if_stopped()
-            done += batch_labels.size
-            if progress is not None:
-                progress(done)
-    return np.concatenate(labels), np.concatenate(log_odds)
+    return score_split(
+        root,
+        split,
+        lambda images: tumour_log_odds(model, images),
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 def calibrate(
