@@ -96,6 +96,44 @@ def test_float32_probabilities_keep_their_float32_values() -> None:
     assert got.tolist() == [float(np.float32(0.1)), float(np.float32(0.6))]
 
 
+class _Weights:
+    """A dense layer's kernel and bias, as a head reads them."""
+
+    def __init__(self, kernel: Any, bias: Any, use_bias: bool = True) -> None:
+        self.kernel = np.asarray(kernel, np.float32)
+        self.bias = np.asarray(bias, np.float32)
+        self.use_bias = use_bias
+        self.units = self.kernel.shape[1]
+
+
+@pytest.mark.parametrize(
+    ("dense", "expected"),
+    [
+        # one unit: x @ [2, -1] + 0.5
+        (_Weights([[2.0], [-1.0]], [0.5]), [2.0 * 1 - 1.0 * 3 + 0.5, 2.0 * -2 - 1.0 * 0.5 + 0.5]),
+        # no bias: the bias is ignored even when the layer holds one
+        (_Weights([[2.0], [-1.0]], [0.5], use_bias=False), [-1.0, -4.5]),
+        # two units: tumour's logit (column 1) minus normal's (column 0)
+        (
+            _Weights([[1.0, 3.0], [0.0, -2.0]], [0.25, -0.75]),
+            [(3 - 6 - 0.75) - (1 + 0.25), (-6 - 1 - 0.75) - (-2 + 0.25)],
+        ),
+    ],
+)
+def test_log_odds_are_the_dense_layers_logits_in_float64(dense: Any, expected: Any) -> None:
+    features = np.asarray([[1.0, 3.0], [-2.0, 0.5]], np.float16)  # a mixed-precision layer's
+    for activation in ("sigmoid", "softmax", "linear"):
+        got = Head(dense, activation, separate=False).log_odds_from_features(features)
+        assert got.dtype == np.float64
+        assert got.tolist() == expected
+
+
+def test_log_odds_stay_exact_where_a_float32_sigmoid_saturates() -> None:
+    dense = _Weights([[30.0]], [0.0])
+    got = Head(dense, "sigmoid", separate=False).log_odds_from_features([[1.0], [-1.0]])
+    assert got.tolist() == [30.0, -30.0]
+
+
 @pytest.mark.parametrize(
     ("head", "described", "separate"),
     [
