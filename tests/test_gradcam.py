@@ -644,3 +644,24 @@ def test_every_head_form_after_a_nested_keras_applications_backbone(
         np.testing.assert_allclose(
             probabilities, expected_tumour_probability(head, outputs), atol=2e-3
         )
+
+
+def test_a_calibrated_model_reports_sigmoid_of_the_logit_over_t_and_the_same_maps() -> None:
+    """T = 4 divides the logit (a product would sharpen instead); the maps stay the raw logit's."""
+    from pathlib import Path
+
+    from pcam.model.temperature import UNCALIBRATED, Calibration, attach
+
+    model = build_model("small", seed=3)
+    images = _patches(4, seed=5)
+    attach(model, UNCALIBRATED)
+    raw_maps, raw = GradCAM(model).explain(images)
+    logits = np.log(raw.astype(np.float64)) - np.log1p(-raw.astype(np.float64))
+    attach(model, Calibration(4.0, Path("model.calibration.json")))
+    try:
+        maps, calibrated = GradCAM(model).explain(images)
+    finally:
+        attach(model, UNCALIBRATED)
+    np.testing.assert_array_equal(maps, raw_maps)
+    np.testing.assert_allclose(calibrated, 1.0 / (1.0 + np.exp(-logits / 4.0)), atol=1e-5)
+    assert np.all(np.abs(calibrated - 0.5) <= np.abs(raw - 0.5) + 1e-7)  # softer, never sharper
