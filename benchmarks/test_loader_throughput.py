@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks.conftest import record
 from pcam import layout
+from pcam.config import DEFAULT_COLOUR_AUGMENT
 from pcam.data.reader import EpochReader, StreamOptions
 from pcam.data.split import open_split
 
@@ -64,17 +65,37 @@ def _epoch_through(dataset: Any) -> int:
     return sum(int(labels.shape[0]) for _, labels in dataset)
 
 
-@pytest.mark.parametrize("augment", [False, True], ids=["shuffled", "shuffled+augmented"])
-def test_loader_epoch(benchmark: Any, big_split: Path, augment: bool) -> None:
-    """One shuffled epoch through ``make_dataset`` (D4 + colour jitter when augmented)."""
+LOADER_COLOURS = [None, "none", DEFAULT_COLOUR_AUGMENT, "rgb"]
+"""What the loader does after the shuffle: nothing (``None``, not augmented); D4 only, the colour
+stage being in the model (``--augment-on device``); D4 and the default colour augmentation
+(``--augment-on loader``); D4 and the RGB jitter (the colour stage before HED)."""
+
+
+def _loader_label(colour: str | None) -> str:
+    if colour is None:
+        return "make_dataset shuffled"
+    if colour == "none":
+        return "make_dataset shuffled + D4 (augment-on device: colours in the model)"
+    return f"make_dataset shuffled + D4 + {colour} (augment-on loader)"
+
+
+@pytest.mark.parametrize("colour", LOADER_COLOURS, ids=lambda c: "plain" if c is None else c)
+def test_loader_epoch(benchmark: Any, big_split: Path, colour: str | None) -> None:
+    """One shuffled epoch through ``make_dataset``: the loader's CPU side of each placement."""
     from pcam.data import make_dataset
 
     dataset = make_dataset(
-        big_split, "train", batch_size=BATCH, shuffle=True, seed=0, augment=augment
+        big_split,
+        "train",
+        batch_size=BATCH,
+        shuffle=True,
+        seed=0,
+        augment=colour is not None,
+        colour_augment=colour or "none",
     )
     count = benchmark.pedantic(_epoch_through, args=(dataset,), rounds=3, warmup_rounds=1)
-    name = "make_dataset shuffled" + (" + D4 + colour jitter" if augment else "")
-    _report(benchmark, name, count)
+    target = {} if colour is None else {"target": ">= 50,000 augmented/s"}
+    _report(benchmark, _loader_label(colour), count, **target)
 
 
 def test_reader_d4_only(benchmark: Any, big_split: Path) -> None:
@@ -112,6 +133,30 @@ def test_colour_jitter_step(benchmark: Any) -> None:
 
     count = benchmark.pedantic(run, rounds=3, warmup_rounds=1)
     _report(benchmark, "colour jitter (XLA, one batch at a time)", count)
+
+
+@pytest.mark.parametrize("kind", ["hed-light", "rgb+hed-light"])
+def test_stain_jitter_step(benchmark: Any, kind: str) -> None:
+    """The colour stage alone with HED, XLA-compiled, as the loader placement runs it."""
+    import tensorflow as tf
+
+    from pcam.data.colour import unpack_pixels
+    from pcam.stain.augment import augment_colours
+
+    packed = tf.constant(
+        np.random.default_rng(0).integers(0, 2**32, (BATCH, 96, 96), dtype=np.uint32)
+    )
+    seed = tf.constant([0, 1], tf.int64)
+    step = tf.function(lambda p, s: augment_colours(unpack_pixels(p), s, kind), jit_compile=True)
+    step(packed, seed).numpy()
+
+    def run() -> int:
+        for _ in range(20):
+            step(packed, seed).numpy()
+        return 20 * BATCH
+
+    count = benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    _report(benchmark, f"{kind} colour stage (XLA, one batch at a time)", count)
 
 
 def test_anonymous_memory_stays_bounded_over_an_epoch(big_split: Path) -> None:

@@ -126,7 +126,9 @@ def _precision(mode: str) -> Iterator[bool | str]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _compiled_model(setting: Setting, jit_compile: bool | str) -> Any:
+def _compiled_model(
+    setting: Setting, jit_compile: bool | str, colour_augment: str | None = None
+) -> Any:
     """The model of ``setting`` (random weights), compiled as :func:`pcam.model.train.train` does.
 
     The previous benchmark's model is freed first (ResNet50 and its Adam slots weigh hundreds of
@@ -139,7 +141,11 @@ def _compiled_model(setting: Setting, jit_compile: bool | str) -> Any:
     keras.backend.clear_session()
     gc.collect()
     model = build_model(
-        setting.architecture, weights=None, freeze_backbone=setting.freeze_backbone, seed=0
+        setting.architecture,
+        weights=None,
+        freeze_backbone=setting.freeze_backbone,
+        seed=0,
+        colour_augment=colour_augment,
     )
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
@@ -397,4 +403,59 @@ def test_deterministic_train_step_cost(benchmark: Any, train_split: Path, settin
         ratio=deterministic_rate / baseline_rate,
         baseline="default",
         medians=f"{statistics.median(baseline.wall) / statistics.median(deterministic.wall):.2f}x",
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_on_device_colour_stage_cost(benchmark: Any, train_split: Path, mode: str) -> None:
+    """The train step's cost of the colour stage inside the model (``--augment-on device``).
+
+    The small model (whose step is cheapest, so the stage weighs most there) fed one in-memory
+    batch, without the layer (the baseline) and with :class:`pcam.stain.layers.ColourAugmentation`
+    of the default colour augmentation, in alternating rounds of the same run.
+    """
+    from pcam.config import DEFAULT_COLOUR_AUGMENT
+
+    setting = TRAIN_SETTINGS[0]
+    benchmark.group = f"on-device colour stage {mode}"
+    steps = setting.steps_here()
+    with _precision(mode) as jit_compile:
+        plain = _compiled_model(setting, jit_compile)
+        in_memory = _in_memory(train_split, setting.batch)
+
+        def fit(model: Any, count: int) -> Callable[[], object]:
+            return lambda: model.fit(
+                in_memory, steps_per_epoch=count, epochs=1, verbose=0, shuffle=False
+            )
+
+        fit(plain, WARM_UP_STEPS)()
+        augmented = _compiled_model(setting, jit_compile, DEFAULT_COLOUR_AUGMENT)
+        fit(augmented, WARM_UP_STEPS)()
+        without, with_layer = _compare(benchmark, setting, fit(plain, steps), fit(augmented, steps))
+    images = steps * setting.batch
+    plain_rate = images / min(without.wall)
+    layer_rate = images / min(with_layer.wall)
+    cpu_ms = 1e3 * (statistics.median(with_layer.cpu) - statistics.median(without.cpu)) / images
+    benchmark.extra_info.update(
+        images_per_s=round(layer_rate, 1),
+        without_layer_images_per_s=round(plain_rate, 1),
+        ratio_to_without_layer=round(layer_rate / plain_rate, 3),
+        layer_cpu_ms_per_image=round(cpu_ms, 3),
+        colour_augment=DEFAULT_COLOUR_AUGMENT,
+    )
+    suffix = "" if mode == "float32" else f" {mode}"
+    record(
+        f"train small b64{suffix}: no colour layer",
+        section=TRAIN_SECTION,
+        images_per_s=plain_rate,
+        ratio=1.0,
+        baseline="no colour layer",
+    )
+    record(
+        f"train small b64{suffix}: {DEFAULT_COLOUR_AUGMENT} layer on the device",
+        section=TRAIN_SECTION,
+        images_per_s=layer_rate,
+        ratio=layer_rate / plain_rate,
+        baseline="no colour layer",
+        layer_cpu=f"{cpu_ms:.3f} ms/image",
     )

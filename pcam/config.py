@@ -18,8 +18,26 @@ Architecture = Literal["resnet50", "small"]
 ARCHITECTURES: tuple[Architecture, ...] = ("resnet50", "small")
 """The classifier architectures (:func:`pcam.model.architectures.build_model`)."""
 
+SMALL_WIDTH = 16
+"""Filters of the small CNN's first block; each of its next three blocks doubles them."""
+
 STRATEGIES = ("default", "mirrored", "multiworker")
 LR_SCHEDULES = ("cosine", "constant")
+
+COLOUR_AUGMENTS = ("hed-light", "hed-strong", "rgb", "rgb+hed-light", "rgb+hed-strong", "none")
+"""The colour augmentations of training (:mod:`pcam.stain.augment`): HED stain jitter (Tellez et
+al.'s light and strong presets), the moderate RGB jitter, HED then RGB, or none (D4 only)."""
+DEFAULT_COLOUR_AUGMENT = "hed-light"
+"""The colour augmentation of ``pcam train`` and ``pcam fullcheck`` (chosen on the real sample;
+see the README's "Training recipe")."""
+AUGMENT_PLACEMENTS = ("device", "loader")
+"""Where the colour augmentation runs: in the model's train step (``device``) or in the loader."""
+
+
+def check_colour_augment(kind: str) -> None:
+    """Raise a one-line :class:`InvalidArgumentError` unless ``kind`` is a colour augmentation."""
+    if kind not in COLOUR_AUGMENTS:
+        raise InvalidArgumentError("colour_augment", f"one of {', '.join(COLOUR_AUGMENTS)}", kind)
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,8 @@ class TrainConfig:
     """``resnet50`` or ``small`` (a small CNN for fast runs on a CPU)."""
     weights: str | None = None
     """Backbone weights: ``imagenet``, a local weights file, or none (random)."""
+    width: int = SMALL_WIDTH
+    """Filters of the small CNN's first block (doubled at each of the next three); small only."""
     freeze_backbone: bool = False
     """Train only the head (first phase of fine-tuning)."""
     init: str | None = None
@@ -52,10 +72,20 @@ class TrainConfig:
     """Adam learning rate (the peak, with the cosine schedule)."""
     lr_schedule: str = "cosine"
     """``cosine`` (decay from ``lr`` to 1% of it over all epochs) or ``constant``."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the binary cross-entropy: targets ``0 + s/2`` and ``1 - s/2``."""
     max_train_samples: int | None = None
     """Patches per epoch, when less than the whole train split."""
     seed: int = 0
     """Seed of the model initialisation, the shuffle and the augmentation."""
+    colour_augment: str = DEFAULT_COLOUR_AUGMENT
+    """Colour augmentation of the training patches, after the D4 symmetries: ``hed-light`` or
+    ``hed-strong`` (stain jitter in HED optical density), ``rgb`` (brightness, contrast,
+    saturation, hue), ``rgb+hed-light`` / ``rgb+hed-strong`` (both), or ``none``."""
+    augment_on: str | None = None
+    """Where the colour augmentation runs: ``device`` (a Keras layer in the model's train step,
+    a no-op at inference) or ``loader`` (the tf.data pipeline, on the CPU); none: ``device``
+    where a GPU is present, else ``loader``. D4 always runs in the loader."""
     strategy: str = "default"
     """``default`` (one device), ``mirrored`` (all local devices) or ``multiworker`` (TF_CONFIG)."""
     patience: int = 5
@@ -77,10 +107,16 @@ class TrainConfig:
             raise InvalidArgumentError("epochs", "an integer >= 1", self.epochs)
         if self.batch_size < 1:
             raise InvalidArgumentError("batch_size", "an integer >= 1", self.batch_size)
+        if self.width < 1:
+            raise InvalidArgumentError("width", "an integer >= 1", self.width)
         if self.model not in ARCHITECTURES:
             raise InvalidArgumentError("model", f"one of {', '.join(ARCHITECTURES)}", self.model)
         if not 0 < self.lr < 1:
             raise InvalidArgumentError("lr", "a learning rate in (0, 1)", self.lr)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise InvalidArgumentError(
+                "label_smoothing", "a number in [0, 1)", self.label_smoothing
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise InvalidArgumentError(
                 "lr_schedule", f"one of {', '.join(LR_SCHEDULES)}", self.lr_schedule
@@ -91,6 +127,11 @@ class TrainConfig:
             )
         if self.strategy not in STRATEGIES:
             raise InvalidArgumentError("strategy", f"one of {', '.join(STRATEGIES)}", self.strategy)
+        check_colour_augment(self.colour_augment)
+        if self.augment_on is not None and self.augment_on not in AUGMENT_PLACEMENTS:
+            raise InvalidArgumentError(
+                "augment_on", f"one of {', '.join(AUGMENT_PLACEMENTS)}", self.augment_on
+            )
         if self.patience < 1:
             raise InvalidArgumentError("patience", "an integer >= 1", self.patience)
         if self.init is not None and self.weights is not None:
@@ -157,8 +198,16 @@ class FullCheckConfig:
     """Refuse to start unless TensorFlow sees a GPU."""
     explain_patches: int = 16
     """Patches of ``eval_split`` in the Grad-CAM grid."""
+    robustness: bool = True
+    """Score ``eval_split`` again under the fixed stain and scanner shifts of ``pcam
+    robustness`` (``robustness/``, and a ``robustness`` block in ``fullcheck.json``)."""
     seed: int = 0
     """Seed of the initialisation, the shuffle and the augmentation."""
+    colour_augment: str = DEFAULT_COLOUR_AUGMENT
+    """Colour augmentation of the training patches (see ``pcam train --colour-augment``)."""
+    augment_on: str | None = None
+    """Where the colour augmentation runs: ``device`` or ``loader``; none: ``device`` where a
+    GPU is present, else ``loader``."""
     overwrite: bool = False
     """Start afresh where a finished check is."""
     two_phase: bool = False
@@ -186,5 +235,6 @@ class FullCheckConfig:
             raise InvalidArgumentError("explain_patches", "an integer >= 1", self.explain_patches)
         if self.head_epochs < 1:
             raise InvalidArgumentError("head_epochs", "an integer >= 1", self.head_epochs)
+        check_colour_augment(self.colour_augment)
         if not 0 < self.head_lr < 1:
             raise InvalidArgumentError("head_lr", "a learning rate in (0, 1)", self.head_lr)

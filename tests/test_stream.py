@@ -132,7 +132,7 @@ def test_augmentation_without_colour_is_exactly_d4(synthetic_root: Path) -> None
             shuffle=True,
             seed=2,
             augment=True,
-            colour_jitter=NO_JITTER,
+            colour_augment="none",
         )
     )
     found = [variants[image.tobytes()] for image in images]
@@ -211,7 +211,7 @@ def test_stream_options_and_their_keywords_give_the_same_stream(synthetic_root: 
     from pcam.data.reader import StreamOptions
 
     options = StreamOptions(batch_size=48, shuffle=True, seed=5, augment=True, drop_remainder=True)
-    by_options = _collect(make_dataset(synthetic_root, "valid", options, colour_jitter=NO_JITTER))
+    by_options = _collect(make_dataset(synthetic_root, "valid", options, colour_augment="none"))
     by_keywords = _collect(
         make_dataset(
             synthetic_root,
@@ -221,7 +221,7 @@ def test_stream_options_and_their_keywords_give_the_same_stream(synthetic_root: 
             seed=5,
             augment=True,
             drop_remainder=True,
-            colour_jitter=NO_JITTER,
+            colour_augment="none",
         )
     )
     np.testing.assert_array_equal(by_options[0], by_keywords[0])
@@ -387,7 +387,14 @@ def test_colour_jitter_depends_on_the_seed_and_differs_per_image() -> None:
 
 def _batches(root: Path, seed: int, jitter: ColourJitter | None) -> list[npt.NDArray[np.uint8]]:
     dataset = make_dataset(
-        root, "valid", batch_size=128, shuffle=True, seed=seed, augment=True, colour_jitter=jitter
+        root,
+        "valid",
+        batch_size=128,
+        shuffle=True,
+        seed=seed,
+        augment=True,
+        colour_augment="rgb",
+        colour_jitter=jitter,
     )
     return [images for images, _ in dataset.as_numpy_iterator()]
 

@@ -116,6 +116,8 @@ TESTS_FOR: dict[str, tuple[str, ...]] = {
     "pcam/explain/gradcam.py": ("tests/test_gradcam.py",),
     "pcam/model/heads.py": ("tests/test_heads.py", "tests/test_gradcam.py"),
     "pcam/moved.py": ("tests/test_moved.py",),
+    "pcam/stain/hed.py": ("tests/test_hed.py",),
+    "pcam/stain/augment.py": ("tests/test_hed.py",),
 }
 """Each mutated module and its own test files: a mutant must be killed by these alone."""
 

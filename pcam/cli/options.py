@@ -22,10 +22,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pcam import layout
 from pcam.model.heads import DEFAULT_THRESHOLD
+
+if TYPE_CHECKING:
+    from pcam.data.patch_io import FitMode
+    from pcam.stain.macenko import StainNormaliser
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -205,6 +209,44 @@ def add_no_calibration(parser: argparse.ArgumentParser) -> None:
         help="use the model's own, uncalibrated probabilities even when a calibration file "
         "(MODEL_STEM.calibration.json, written by pcam calibrate) sits beside the model",
     )
+
+
+def add_stain_normalise(parser: argparse.ArgumentParser) -> None:
+    """``--stain-normalise REF``: Macenko-normalise every patch to a reference's stains first."""
+    parser.add_argument(
+        "--stain-normalise",
+        type=Path,
+        default=None,
+        metavar="REF",
+        help="normalise the stain colours of every patch to a reference before the model sees "
+        "it (Macenko): REF is a patch image, a folder of them (pooled into one fit), or a "
+        "reference saved as .json; patches with too little tissue to fit pass unchanged "
+        "(default: no normalisation)",
+    )
+
+
+def stain_normaliser(args: argparse.Namespace, *, fit: FitMode = "error") -> StainNormaliser | None:
+    """The normaliser ``--stain-normalise`` asks for, read and fitted now, or ``None``.
+
+    A bad REF (missing, unreadable, background only) is a one-line error before any model is
+    loaded. The normaliser counts the patches it passes through unchanged instead of warning
+    batch by batch: :func:`warn_unchanged` says how many, once, at the end.
+    """
+    if getattr(args, "stain_normalise", None) is None:
+        return None
+    from pcam.stain.macenko import StainNormaliser
+
+    return StainNormaliser.from_path(args.stain_normalise, fit=fit, warn=False)
+
+
+def warn_unchanged(prog: str, normaliser: StainNormaliser | None) -> None:
+    """One warning line on stderr when ``normaliser`` passed patches through unchanged.
+
+    ``pcam COMMAND: warning: stain normalisation: N of M patches passed through unchanged ...``
+    """
+    message = normaliser.unchanged_message() if normaliser is not None else None
+    if message is not None:
+        print(f"{prog}: warning: {message}", file=sys.stderr)
 
 
 def add_data(parser: argparse.ArgumentParser, *, required: bool = True, help: str = "") -> None:

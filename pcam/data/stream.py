@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from pcam.data.colour import ColourJitter, jitter_colours, unpack_pixels
+from pcam.config import DEFAULT_COLOUR_AUGMENT, check_colour_augment
+from pcam.data.colour import ColourJitter, unpack_pixels
 from pcam.data.pipeline_errors import remember_pipeline_error, unwrap_pipeline_error
 from pcam.data.reader import Batch, EpochReader, StreamOptions
 from pcam.data.split import open_split
@@ -111,17 +112,23 @@ def _batch_positions(steps: int, repeat: bool, start_batch: int) -> tf.data.Data
     )
 
 
-def _colour_stage(dataset: tf.data.Dataset, seed: int, jitter: ColourJitter) -> tf.data.Dataset:
-    """Unpack the packed pixels and jitter their colours, seeded by ``(seed, batch number)``."""
+def _colour_stage(
+    dataset: tf.data.Dataset, seed: int, kind: str, jitter: ColourJitter | None
+) -> tf.data.Dataset:
+    """Unpack the packed pixels and augment their colours, seeded by ``(seed, batch number)``.
+
+    ``kind`` is one of :data:`pcam.config.COLOUR_AUGMENTS` (see :mod:`pcam.stain.augment`).
+    """
+    from pcam.stain.augment import augment_colours
 
     def colour_step(packed: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
         batch_seed = tf.stack([tf.constant(seed, tf.int64), position])
-        return jitter_colours(unpack_pixels(packed), batch_seed, jitter)
+        return augment_colours(unpack_pixels(packed), batch_seed, kind, jitter)
 
-    # XLA fuses unpacking and the colour map into one pass over the pixels
-    augment_colours = tf.function(colour_step, jit_compile=True)
+    # XLA fuses unpacking and the colour maps into one pass over the pixels
+    compiled_step = tf.function(colour_step, jit_compile=True)
     return dataset.map(
-        lambda packed, labels, position: (augment_colours(packed, position), labels),
+        lambda packed, labels, position: (compiled_step(packed, position), labels),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
@@ -174,6 +181,7 @@ def make_dataset(
     *,
     repeat: bool = False,
     colour_jitter: ColourJitter | None = None,
+    colour_augment: str = DEFAULT_COLOUR_AUGMENT,
     start_batch: int = 0,
     **fields: Any,
 ) -> tf.data.Dataset:
@@ -185,8 +193,11 @@ def make_dataset(
 
     - ``shuffle``: a fresh permutation of the split each epoch (block and window shuffle, see
       :mod:`pcam.data.order`), the same sequence of epochs for the same ``seed``.
-    - ``augment``: a random symmetry of the square (D4) and a moderate colour jitter
-      (``colour_jitter``, default :class:`pcam.data.colour.ColourJitter`) per patch.
+    - ``augment``: a random symmetry of the square (D4) and a colour augmentation per patch:
+      ``colour_augment`` names it (:data:`pcam.config.COLOUR_AUGMENTS`; ``hed-light`` and
+      ``hed-strong`` jitter the stains in HED optical density, ``rgb`` is a moderate RGB jitter
+      whose ranges ``colour_jitter`` sets, default :class:`pcam.data.colour.ColourJitter`;
+      ``none`` leaves colours to the model, ``pcam train --augment-on device``).
     - ``repeat``: loop over epochs forever (each a new permutation); otherwise the dataset holds
       one epoch, and each new iteration over it (a Keras epoch) is the next epoch.
     - ``num_shards`` / ``shard_index``: read only one of ``num_shards`` disjoint parts that
@@ -203,6 +214,7 @@ def make_dataset(
     :class:`pcam.errors.DamagedDataError` naming the file and the first unreadable patch.
     """
     options = _stream_options(options, fields)
+    check_colour_augment(colour_augment)
     handle = open_split(root, split)
     _register_exit_hook()
     reader = EpochReader(handle, options)
@@ -231,5 +243,5 @@ def make_dataset(
     if not repeat:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     if options.augment:
-        dataset = _colour_stage(dataset, options.seed, colour_jitter or ColourJitter())
+        dataset = _colour_stage(dataset, options.seed, colour_augment, colour_jitter)
     return dataset.prefetch(tf.data.AUTOTUNE)

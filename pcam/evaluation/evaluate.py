@@ -213,6 +213,7 @@ def evaluate(
     overwrite: bool = False,
     calibration: bool = True,
     progress: Callable[[int], None] | None = None,
+    normalise: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]] | None = None,
 ) -> dict[str, Any]:
     """Load a model, predict a split and write the report; every input is checked first.
 
@@ -220,28 +221,43 @@ def evaluate(
     ``overwrite``) a report pcam wrote, away from the model and the data, and writable.
     With ``calibration`` the model's calibration file, when present, sets the probabilities and
     the operating-point thresholds (chosen on the split it was fitted on); the report's
-    ``probabilities`` block says which were used.
+    ``probabilities`` block says which were used. ``normalise`` changes every batch of
+    patches before the model sees them (a :class:`pcam.stain.macenko.StainNormaliser`, say);
+    the report then records it under ``stain_normalisation`` (a normaliser's reference, and
+    the patches it passed through unchanged), a key left out without it.
     """
     from pcam.model.architectures import load_model
     from pcam.model.temperature import calibration_of
+    from pcam.stain.macenko import StainNormaliser
 
     destination = Path(out_dir)
     inputs = (model_path, data_dir)
     refuse_existing_directory(destination, overwrite=overwrite, kind=REPORT, inputs=inputs)
     open_split(data_dir, split)  # a bad data directory fails before the model is loaded
     model = load_model(model_path, calibration=calibration)
-    labels, probabilities = predict_split(
-        model, data_dir, split, batch_size=batch_size, tta=tta, progress=progress
+
+    def score(images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+        shown = images if normalise is None else normalise(images)
+        return tumour_probabilities(model, shown, tta=tta)
+
+    before = normalise.unchanged if isinstance(normalise, StainNormaliser) else None
+    labels, probabilities = score_split(
+        data_dir, split, score, batch_size=batch_size, progress=progress
     )
     run_log = Path(model_path).parent / "training_log.csv"
     used = calibration_of(model)
-    extra = {
+    extra: dict[str, Any] = {
         "model": str(model_path),
         "data": str(data_dir),
         "split": split,
         "tta": tta,
         "probabilities": used.as_json(),
     }
+    if isinstance(normalise, StainNormaliser) and before is not None:
+        unchanged = normalise.unchanged.count - before.count
+        extra["stain_normalisation"] = {**normalise.to_dict(), "patches_unchanged": unchanged}
+    elif normalise is not None:
+        extra["stain_normalisation"] = {"method": "custom", "description": repr(normalise)}
     return write_report(
         destination,
         labels,

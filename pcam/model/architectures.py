@@ -15,7 +15,7 @@ from typing import Any
 
 import keras
 
-from pcam.config import ARCHITECTURES, Architecture
+from pcam.config import ARCHITECTURES, SMALL_WIDTH, Architecture
 from pcam.errors import InvalidArgumentError, MissingFileError, UnreadableFileError, first_line
 from pcam.layout import IMAGE_SHAPE
 from pcam.model.weights import imagenet_weights_path
@@ -49,6 +49,8 @@ def build_model(
     dropout: float = 0.2,
     mixed_precision: bool = False,
     seed: int = 0,
+    colour_augment: str | None = None,
+    width: int = SMALL_WIDTH,
 ) -> keras.Model:
     """Build the uncompiled classifier: ``uint8 [B, 96, 96, 3]`` to tumour probability ``[B, 1]``.
 
@@ -60,6 +62,12 @@ def build_model(
     :func:`set_backbone_trainable` for the second). ``mixed_precision`` builds every layer with
     Keras' ``mixed_float16`` policy (float16 compute, float32 variables; the sigmoid head stays
     float32), which pays on a GPU; compiling such a model adds loss scaling by itself.
+    ``colour_augment`` (one of :data:`pcam.config.COLOUR_AUGMENTS`) puts the colour augmentation
+    in the model, right after its input (:class:`pcam.stain.layers.ColourAugmentation`, seeded by
+    ``seed``): it runs in the train step, on the model's device, and is the identity at
+    inference. ``None`` (the default) leaves colours to the loader. ``width`` is the number of
+    filters of the small CNN's first block (doubled at each of the next three); ResNet50 has
+    its own.
     """
     if architecture not in ARCHITECTURES:
         raise InvalidArgumentError(
@@ -67,12 +75,14 @@ def build_model(
         )
     if not 0.0 <= dropout < 1.0:
         raise InvalidArgumentError("dropout", "a rate in [0, 1)", dropout)
+    if not isinstance(width, int) or width < 1:
+        raise InvalidArgumentError("width", "an integer >= 1", width)
     weights_arg = resolve_weights(architecture, weights)
     keras.utils.set_random_seed(seed)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
     try:
-        model = _build(architecture, weights_arg, dropout, seed)
+        model = _build(architecture, weights_arg, dropout, seed, colour_augment, width)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     set_backbone_trainable(model, not freeze_backbone)
@@ -80,19 +90,31 @@ def build_model(
 
 
 def _build(
-    architecture: Architecture, weights: str | None, dropout: float, seed: int
+    architecture: Architecture,
+    weights: str | None,
+    dropout: float,
+    seed: int,
+    colour_augment: str | None,
+    width: int,
 ) -> keras.Model:
     """The classifier's graph, built under the current Keras dtype policy."""
     inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name=f"{OWN_PREFIX}patch")
+    patches = inputs
+    if colour_augment is not None:
+        from pcam.stain.layers import ColourAugmentation
+
+        patches = ColourAugmentation(colour_augment, seed=seed, name=f"{OWN_PREFIX}colour_augment")(
+            inputs
+        )
     if architecture == "resnet50":
-        ready = CaffePreprocess(name=f"{OWN_PREFIX}caffe_preprocess")(inputs)
+        ready = CaffePreprocess(name=f"{OWN_PREFIX}caffe_preprocess")(patches)
         backbone = keras.applications.ResNet50(
             include_top=False, weights=weights, input_tensor=ready
         )
         features = backbone.output
     else:
-        ready = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=f"{OWN_PREFIX}scale")(inputs)
-        features = _small_backbone(ready)
+        ready = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=f"{OWN_PREFIX}scale")(patches)
+        features = _small_backbone(ready, width)
         if weights is not None:
             keras.Model(inputs, features).load_weights(weights)
     pooled = keras.layers.GlobalAveragePooling2D(name=f"{OWN_PREFIX}pool")(features)
@@ -103,8 +125,8 @@ def _build(
     return keras.Model(inputs, probability, name=f"pcam_{architecture}")
 
 
-def _small_backbone(x: Any) -> Any:
-    """Four conv blocks (16 to 128 filters): 96 px to a 3x3 map, like ResNet50's last block.
+def _small_backbone(x: Any, width: int = SMALL_WIDTH) -> Any:
+    """Four conv blocks (``width`` to ``8 * width`` filters): 96 px to a 3x3 map, like ResNet50.
 
     The first convolution has stride 2 and a 4x4 kernel, so its "same" padding is one pixel on
     every side (a 3x3 kernel would pad the bottom and right only, and Grad-CAM maps would lean
@@ -112,7 +134,7 @@ def _small_backbone(x: Any) -> Any:
     block ends in a 2x2 max-pool. Batch-norm momentum is 0.9 (not Keras' 0.99) so its
     statistics settle within a short CPU run.
     """
-    for index, filters in enumerate((16, 32, 64, 128), start=1):
+    for index, filters in enumerate((width, 2 * width, 4 * width, 8 * width), start=1):
         x = keras.layers.Conv2D(
             filters,
             4 if index == 1 else 3,
@@ -195,6 +217,7 @@ def load_model(path: str | os.PathLike[str], *, calibration: bool = True) -> ker
     (:func:`pcam.model.temperature.calibration_of`), so its probabilities are calibrated
     wherever they are read; without, the model gives its own, uncalibrated probabilities.
     """
+    import pcam.stain.layers  # noqa: F401  (registers the colour-augmentation layer for loading)
     from pcam.model.temperature import Calibration, attach, read_calibration
 
     model_path = Path(path)

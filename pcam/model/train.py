@@ -58,6 +58,7 @@ __all__ = [  # TrainConfig and its choices live in pcam.config; importable from 
     "STRATEGIES",
     "AtomicBestModel",
     "TrainConfig",
+    "augment_placement",
     "deterministic_ops",
     "gpu_present",
     "learning_rate",
@@ -183,8 +184,9 @@ def _fit(
     resumed_epochs = finished_epochs(logs / "backup")
     resumed_steps = resumed_epochs * steps
     trim_log(logs / "training_log.csv", resumed_epochs)
-    train_data, valid_data = _distributed_datasets(strategy, config, resumed_steps)
     gpu = gpu_present()
+    on_device = augment_placement(config, gpu=gpu) == "device"
+    train_data, valid_data = _distributed_datasets(strategy, config, resumed_steps, on_device)
     mixed = gpu if config.mixed_precision is None else config.mixed_precision
     jit = gpu if config.xla is None else config.xla
     with strategy.scope():
@@ -194,6 +196,8 @@ def _fit(
             freeze_backbone=config.freeze_backbone,
             mixed_precision=mixed,
             seed=config.seed,
+            colour_augment=config.colour_augment if on_device else None,
+            width=config.width,
         )
         if start is not None:
             set_start_weights(model, start, config)
@@ -202,7 +206,7 @@ def _fit(
             set_backbone_trainable(model, True, from_layer=config.unfreeze_from)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate(config, steps)),
-            loss="binary_crossentropy",
+            loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
             metrics=["accuracy", keras.metrics.AUC(name="auc")],
             jit_compile=jit,
         )
@@ -302,13 +306,25 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int) -> Any:
     )
 
 
+def augment_placement(config: TrainConfig, *, gpu: bool) -> str:
+    """Where the run's colour augmentation runs: ``device`` or ``loader``.
+
+    ``config.augment_on`` when set; by default ``device`` on a host with a GPU (its CPU cores
+    then only read) and ``loader`` elsewhere.
+    """
+    if config.augment_on is not None:
+        return config.augment_on
+    return "device" if gpu else "loader"
+
+
 def _distributed_datasets(
-    strategy: Any, config: TrainConfig, resumed_steps: int = 0
+    strategy: Any, config: TrainConfig, resumed_steps: int = 0, colour_on_device: bool = False
 ) -> tuple[Any, Any]:
     """The train and valid datasets, distributed over the strategy's workers and replicas.
 
     ``resumed_steps`` training steps were already taken (a resumed run): each input pipeline
-    starts after the batches they consumed, one per replica it feeds per step.
+    starts after the batches they consumed, one per replica it feeds per step. With
+    ``colour_on_device`` the loader does the D4 symmetries only (the model does the colours).
     """
     from pcam.data.stream import make_dataset
 
@@ -328,6 +344,7 @@ def _distributed_datasets(
             shard_index=context.input_pipeline_id,
             drop_remainder=several,
             start_batch=resumed_steps * replicas_fed,
+            colour_augment="none" if colour_on_device else config.colour_augment,
         )
 
     def valid_pipeline(context: Any) -> Any:

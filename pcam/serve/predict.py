@@ -66,6 +66,9 @@ FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 
 InputPath = str | os.PathLike[str]
 
+Normalise = Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]]
+"""A change of the patches before the model sees them (stain normalisation): same shape out."""
+
 
 @dataclass(frozen=True)
 class Source:
@@ -109,6 +112,8 @@ class PredictionSummary:
     threshold: float
     probabilities: str = "uncalibrated probabilities"
     """Which probabilities were written (:meth:`pcam.model.temperature.Calibration.describe`)."""
+    stain_normalisation: str | None = None
+    """How the patches were normalised before the model saw them (``None``: not at all)."""
 
     @property
     def rate(self) -> float:
@@ -125,6 +130,7 @@ class PredictionSummary:
             f"({self.tumour} tumour at threshold {self.threshold:g}{fitted}) in "
             f"{self.seconds:.1f} s, {self.rate:.0f} patches/s; CSV: {where}; "
             f"{self.probabilities}"
+            + (f"; {self.stain_normalisation}" if self.stain_normalisation else "")
         )
 
 
@@ -205,18 +211,21 @@ def predict_patches(
     *,
     tta: bool = False,
     progress: Callable[[int], None] | None = None,
+    normalise: Normalise | None = None,
 ) -> Iterator[tuple[PatchBatch, npt.NDArray[np.float64]]]:
     """Each batch with its tumour probabilities ``[b]`` (float64), as the batches come.
 
     With ``tta`` each patch is predicted under the 8 symmetries of the square and the
     probabilities are averaged (:func:`pcam.model.inference.tumour_probabilities`). ``progress`` is
-    called with the number of patches done after each batch.
+    called with the number of patches done after each batch. ``normalise`` (stain
+    normalisation, say) is applied to each batch's images before the model sees them.
     """
     from pcam.model.inference import tumour_probabilities
 
     done = 0
     for batch in batches:
-        probabilities = tumour_probabilities(model, batch.images, tta=tta)
+        images = batch.images if normalise is None else normalise(batch.images)
+        probabilities = tumour_probabilities(model, images, tta=tta)
         yield batch, probabilities
         done += len(batch)
         if progress is not None:
@@ -334,13 +343,16 @@ def predict(
     overwrite: bool = False,
     calibration: bool = True,
     progress: Callable[[int], None] | None = None,
+    normalise: Normalise | None = None,
 ) -> PredictionSummary:
     """Predict every patch of ``inputs`` and write the CSV to ``out`` (a path or a stream).
 
     ``model`` is a loaded Keras model or the path of a saved one (loaded with
     :func:`pcam.model.architectures.load_model` after the inputs and the output are checked,
-    with its calibration file unless ``calibration`` is false). Returns a
-    :class:`PredictionSummary`, which says whether the probabilities were calibrated.
+    with its calibration file unless ``calibration`` is false). ``normalise`` changes every
+    batch of patches before the model sees them (a
+    :class:`pcam.stain.macenko.StainNormaliser`, say). Returns a :class:`PredictionSummary`,
+    which says whether the probabilities were calibrated and how the patches were normalised.
     """
     if not 0.0 <= threshold <= 1.0:
         raise InvalidArgumentError("threshold", "a probability in [0, 1]", threshold)
@@ -363,7 +375,7 @@ def predict(
             fitted += sum(note is not None for note in batch.notes)
             yield batch
 
-    results = predict_patches(model, counted(), tta=tta, progress=progress)
+    results = predict_patches(model, counted(), tta=tta, progress=progress, normalise=normalise)
     patches, tumour = write_predictions_csv(results, out, threshold=threshold, overwrite=overwrite)
     return PredictionSummary(
         patches=patches,
@@ -374,10 +386,19 @@ def predict(
         tta=tta,
         threshold=threshold,
         probabilities=calibration_of(model).describe(),
+        stain_normalisation=_describe_normalise(normalise),
     )
 
 
 # -- internals -------------------------------------------------------------------------------------
+
+
+def _describe_normalise(normalise: Normalise | None) -> str | None:
+    """What ``normalise`` does, for the summary line: its ``describe()`` when it has one."""
+    if normalise is None:
+        return None
+    describe = getattr(normalise, "describe", None)
+    return str(describe()) if callable(describe) else f"patches changed by {normalise!r}"
 
 
 def _is_path(value: object) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -22,7 +23,8 @@ def add(commands: Any) -> argparse.ArgumentParser:
         "samples), get the label, the tumour probability and the inference time of each, a "
         "Grad-CAM overlay (layer and opacity to choose) and a batch table to download as CSV. "
         "Without --model it uses the demo model that pcam demo trained in ./pcam-demo (on "
-        "synthetic data). Needs the app extra: pip install 'pcam[app]'.",
+        "synthetic data). With --stain-normalise every patch is stain-normalised (Macenko) to "
+        "the reference before the model sees it. Needs the app extra: pip install 'pcam[app]'.",
     )
     options.add_saved_model(
         parser,
@@ -30,6 +32,7 @@ def add(commands: Any) -> argparse.ArgumentParser:
         help="a saved model (.keras) (default: ./pcam-demo/run/model.keras from pcam demo)",
     )
     options.add_no_calibration(parser)
+    options.add_stain_normalise(parser)
     parser.add_argument(
         "--port", type=options.port, default=8501, help="port to serve on (default: 8501)"
     )
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return options.EXIT_ERROR
-    from pcam.serve.app import streamlit_command
+    from pcam.serve.app import streamlit_command, streamlit_environment
     from pcam.serve.app.logic import MAX_UPLOAD_MB, address_warning
 
     if args.model is not None and not args.model.is_file():
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
             "train one with pcam train or pcam demo, or check the path",
             found="a folder" if args.model.is_dir() else "no such file",
         )
+    normaliser = options.stain_normaliser(args)  # a bad reference: one line, no server
     warning = address_warning(args.address)
     if warning is not None:
         print(warning, file=sys.stderr)
@@ -76,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         calibration=not args.no_calibration,
     )
-    child = subprocess.Popen(command)
+    extra = streamlit_environment(normaliser)  # the stain reference, handed to the page
+    if extra:
+        child = subprocess.Popen(command, env={**os.environ, **extra})
+    else:
+        child = subprocess.Popen(command)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
     try:
         return child.wait()

@@ -20,7 +20,9 @@ def add(commands: Any) -> argparse.ArgumentParser:
         "(ECE, Brier), PR AUC, sensitivity at 90/95/98% specificity and the reverse, 95% "
         "bootstrap intervals) and PNG plots to the report directory. A model with a "
         "calibration file (pcam calibrate) is scored with calibrated probabilities and its "
-        "operating-point thresholds, chosen on valid, are applied to the split.",
+        "operating-point thresholds, chosen on valid, are applied to the split. With "
+        "--stain-normalise every patch is stain-normalised (Macenko) to the reference before "
+        "the model sees it, and metrics.json records the reference.",
     )
     options.add_saved_model(parser)
     options.add_data(parser)
@@ -38,6 +40,7 @@ def add(commands: Any) -> argparse.ArgumentParser:
         help="bootstrap resamples for the 95%% intervals (default: 1000)",
     )
     options.add_no_calibration(parser)
+    options.add_stain_normalise(parser)
     options.add_overwrite(parser, "replace a report pcam wrote (never another folder)")
     return parser
 
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from pcam.evaluation.evaluate import evaluate, format_table
 
     split = open_split(args.data, args.split)
+    normaliser = options.stain_normaliser(args)  # before the model loads
     work = len(split) * (8 if args.tta else 1)
     label = f"predicting {args.split}" + (" (x8 TTA)" if args.tta else "")
     with options.progress_bar(len(split), label) as update:
@@ -62,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             calibration=not args.no_calibration,
             progress=update,
+            normalise=normaliser,
         )
     print(format_table(report))
+    if normaliser is not None:
+        print(f"Patches: {normaliser.describe()}")
     print(f"report: {args.out} ({options.listing(args.out)}); {work:,} predictions")
+    options.warn_unchanged("pcam evaluate", normaliser)
     return options.EXIT_OK

@@ -36,6 +36,7 @@ def add(commands: Any) -> argparse.ArgumentParser:
     config = FullCheckConfig
     options.add_config_option(parser, config, "eval_split", choices=layout.SPLITS)
     options.add_config_option(parser, config, "tta")
+    options.add_config_option(parser, config, "robustness")
     options.add_config_option(parser, config, "min_accuracy", type=options.unit)
     options.add_config_option(parser, config, "min_auc", type=options.unit)
     options.add_config_option(parser, config, "two_phase")

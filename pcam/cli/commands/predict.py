@@ -21,7 +21,8 @@ def add(commands: Any) -> argparse.ArgumentParser:
         "source, index (the row of an h5 file; empty for an image), probability, label "
         "(tumour when probability >= --threshold, else normal). The CSV appears only when "
         "complete. The probabilities are calibrated when the model has a calibration file "
-        "(pcam calibrate), and the summary line says which were used.",
+        "(pcam calibrate), and the summary line says which were used. With --stain-normalise "
+        "every patch is stain-normalised (Macenko) to the reference before the model sees it.",
     )
     parser.add_argument(
         "inputs",
@@ -49,6 +50,7 @@ def add(commands: Any) -> argparse.ArgumentParser:
         "both sides >= 96) or resize (bilinear, antialiased, aspect ratio not kept)",
     )
     options.add_no_calibration(parser)
+    options.add_stain_normalise(parser)
     options.add_overwrite(parser, "replace a CSV pcam predict wrote (never another file)")
     return parser
 
@@ -58,10 +60,14 @@ def run(args: argparse.Namespace) -> int:
     from pcam.serve.predict import check_output, count_patches, predict, resolve_inputs
 
     to_stdout = str(args.out) == "-"
+    reference = [] if args.stain_normalise is None else [args.stain_normalise]
     if not to_stdout:
         # before the inputs and the model are read
-        check_output(args.out, overwrite=args.overwrite, inputs=[args.model, *args.inputs])
+        check_output(
+            args.out, overwrite=args.overwrite, inputs=[args.model, *args.inputs, *reference]
+        )
     sources = resolve_inputs(args.inputs)
+    normaliser = options.stain_normaliser(args, fit=args.fit)  # before the model loads
     label = "predicting" + (" (x8 TTA)" if args.tta else "")
     with options.progress_bar(count_patches(sources), label) as update:
         summary = predict(
@@ -75,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             calibration=not args.no_calibration,
             progress=update,
+            normalise=normaliser,
         )
     print(summary.line(), file=sys.stderr if to_stdout else sys.stdout)
+    options.warn_unchanged("pcam predict", normaliser)
     return options.EXIT_OK

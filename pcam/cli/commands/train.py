@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from pcam.cli import options
-from pcam.config import ARCHITECTURES, LR_SCHEDULES, STRATEGIES, TrainConfig
+from pcam.config import (
+    ARCHITECTURES,
+    AUGMENT_PLACEMENTS,
+    COLOUR_AUGMENTS,
+    LR_SCHEDULES,
+    STRATEGIES,
+    TrainConfig,
+)
 
 
 def add(commands: Any) -> argparse.ArgumentParser:
@@ -24,6 +31,8 @@ def add(commands: Any) -> argparse.ArgumentParser:
         "lets the same command resume a killed run, training_log.csv and tensorboard/.",
     )
     add_training_options(parser, TrainConfig)
+    _add(parser, "label_smoothing")
+    _add(parser, "width")
     for name in ("freeze_backbone", "init", "unfreeze_from", "lr_schedule", "strategy"):
         _add(parser, name)
     for name in ("mixed_precision", "xla", "deterministic", "overwrite"):
@@ -50,12 +59,16 @@ def add_training_options(
     options.add_config_option(parser, config, "patience", type=options.count)
     options.add_config_option(parser, config, "max_train_samples", type=options.count)
     options.add_config_option(parser, config, "seed", type=options.seed)
+    options.add_config_option(parser, config, "colour_augment", choices=COLOUR_AUGMENTS)
+    options.add_config_option(parser, config, "augment_on", choices=AUGMENT_PLACEMENTS)
 
 
 _TYPES: dict[str, dict[str, Any]] = {
     "init": {"type": Path, "metavar": "MODEL"},
     "unfreeze_from": {"metavar": "LAYER"},
     "lr_schedule": {"choices": LR_SCHEDULES},
+    "label_smoothing": {"type": options.unit, "metavar": "S"},
+    "width": {"type": options.count, "metavar": "FILTERS"},
     "strategy": {"choices": STRATEGIES},
 }
 

@@ -11,14 +11,23 @@ Importing this package is cheap: it imports neither Streamlit nor TensorFlow.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from pcam.stain.macenko import StainNormaliser
 
 SCRIPT: Final = Path(__file__).with_name("streamlit_app.py")
 """The Streamlit script of the app, for ``streamlit run SCRIPT -- [--model PATH]``."""
 
-__all__ = ["SCRIPT", "streamlit_command"]
+STAIN_REFERENCE_ENV: Final = "PCAM_APP_STAIN_REFERENCE"
+"""The environment variable through which ``pcam app --stain-normalise`` hands the page its
+stain reference: the JSON of :meth:`pcam.stain.macenko.StainNormaliser.to_dict`, fitted or read
+once by the command (so a bad reference fails there, in one line, before the server starts)."""
+
+__all__ = ["SCRIPT", "STAIN_REFERENCE_ENV", "streamlit_command", "streamlit_environment"]
 
 
 def streamlit_command(
@@ -62,3 +71,13 @@ def streamlit_command(
     if not calibration:
         command.append("--no-calibration")
     return command
+
+
+def streamlit_environment(normaliser: StainNormaliser | None) -> dict[str, str]:
+    """The variables to add to the server's environment: the stain reference, if any.
+
+    :func:`pcam.serve.app.logic.load_classifier` reads it back (:data:`STAIN_REFERENCE_ENV`).
+    """
+    if normaliser is None:
+        return {}
+    return {STAIN_REFERENCE_ENV: json.dumps(normaliser.to_dict())}

@@ -14,7 +14,9 @@
   (:mod:`pcam.data.patch_io`).
 - :func:`predict` classifies all the patches in batches of up to :data:`BATCH_SIZE` (one model
   call for a usual upload) and times the model calls; the time per patch it reports is the
-  batch's time divided by its number of patches, and is labelled so.
+  batch's time divided by its number of patches, and is labelled so. With a stain reference
+  (``pcam app --stain-normalise``, handed over in :data:`pcam.serve.app.STAIN_REFERENCE_ENV`)
+  the patches are stain-normalised before the model, and Grad-CAM, sees them (not timed).
 - :func:`gradcam_maps`, :func:`select_maps` and :func:`overlays` give the Grad-CAM overlays;
   :func:`make_rows` and :func:`rows_to_csv` the batch table and its CSV, whose text cells are
   neutralised as ``pcam predict``'s are (:func:`pcam.serve.predict.csv_text`).
@@ -37,7 +39,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +55,11 @@ from pcam.errors import (
 )
 from pcam.model import heads
 from pcam.serve.predict import csv_text
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pcam.stain.macenko import StainNormaliser
 
 DEMO_MODEL: Final = Path("pcam-demo") / "run" / "model.keras"
 """Where ``pcam demo`` (default ``--out``) leaves its model, relative to the working directory."""
@@ -172,13 +179,25 @@ class Classifier:
     parameters: int
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     """Held around every model call: app sessions share one model and run in threads."""
+    normaliser: StainNormaliser | None = None
+    """Stain normalisation applied to the patches before the model sees them (or none)."""
 
     @property
     def probabilities(self) -> str:
-        """Which probabilities the model gives: calibrated (temperature, file) or not, and why."""
+        """Which probabilities the model gives (calibrated or not, and why), and of what patches.
+
+        With a :attr:`normaliser`, its description follows: the patches were stain-normalised.
+        """
         from pcam.model.temperature import calibration_of
 
-        return calibration_of(self.model).describe()
+        described = calibration_of(self.model).describe()
+        if self.normaliser is None:
+            return described
+        return f"{described}; {self.normaliser.describe()}"
+
+    def prepare(self, patches: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        """The patches as the model sees them: stain-normalised when there is a normaliser."""
+        return patches if self.normaliser is None else self.normaliser(patches)
 
     @property
     def default_layer(self) -> str | None:
@@ -189,12 +208,47 @@ class Classifier:
         return names[-1] if names else None
 
 
-def load_classifier(path: str | os.PathLike[str], *, calibration: bool = True) -> Classifier:
+def stain_normaliser_from_environment(
+    environ: Mapping[str, str] | None = None,
+) -> StainNormaliser | None:
+    """The stain normaliser ``pcam app --stain-normalise`` handed the page, or ``None``.
+
+    Read from :data:`pcam.serve.app.STAIN_REFERENCE_ENV` (``environ`` defaults to
+    ``os.environ``); a value that is not a reference pcam wrote is a one-line
+    :class:`pcam.errors.PCamError`. The normaliser does not warn (a server has no one to tell).
+    """
+    import json
+
+    from pcam.serve.app import STAIN_REFERENCE_ENV
+    from pcam.stain.macenko import StainNormaliser
+
+    text = (os.environ if environ is None else environ).get(STAIN_REFERENCE_ENV)
+    if not text:
+        return None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidArgumentError(
+            STAIN_REFERENCE_ENV, "the JSON of a stain reference", f"invalid JSON ({error})"
+        ) from None
+    return StainNormaliser.from_dict(values, where=STAIN_REFERENCE_ENV, warn=False)
+
+
+def load_classifier(
+    path: str | os.PathLike[str],
+    *,
+    calibration: bool = True,
+    normaliser: StainNormaliser | Literal["environment"] | None = "environment",
+) -> Classifier:
     """Load a saved model and check it is a PCam classifier; one-line errors for bad files.
 
     With ``calibration`` the model's calibration file, when present, sets its probabilities
     (:func:`pcam.model.architectures.load_model`); a file that does not match is one line too.
+    ``normaliser`` stain-normalises the patches before the model sees them; by default it is
+    the one ``pcam app --stain-normalise`` handed over (:func:`stain_normaliser_from_environment`).
     """
+    if isinstance(normaliser, str):  # "environment"
+        normaliser = stain_normaliser_from_environment()
     from pcam.explain.gradcam import spatial_layers
     from pcam.model.architectures import load_model
     from pcam.model.inference import tumour_probabilities
@@ -217,7 +271,9 @@ def load_classifier(path: str | os.PathLike[str], *, calibration: bool = True) -
             f"a model that fails on a patch ({first_line(error)})",
             _MODEL_HINT,
         ) from None
-    return Classifier(path=model_path, model=model, layers=layers, parameters=parameters)
+    return Classifier(
+        path=model_path, model=model, layers=layers, parameters=parameters, normaliser=normaliser
+    )
 
 
 # -- uploads -----------------------------------------------------------------------------------
@@ -382,11 +438,12 @@ class Predictions:
 def predict(classifier: Classifier, patches: npt.ArrayLike) -> Predictions:
     """Classify patches ``uint8 [n, 96, 96, 3]`` in as few model calls as possible, timed.
 
-    The probabilities are :func:`pcam.model.inference.tumour_probabilities`'s.
+    The probabilities are :func:`pcam.model.inference.tumour_probabilities`'s, of the patches
+    as :meth:`Classifier.prepare` gives them (stain-normalised first, untimed, if asked for).
     """
     from pcam.model.inference import tumour_probabilities
 
-    batch = _check_patches(patches)
+    batch = classifier.prepare(_check_patches(patches))
     parts = []
     with classifier.lock:
         started = time.perf_counter()
@@ -428,8 +485,8 @@ class Maps:
 
 
 def gradcam_maps(explainer: Any, classifier: Classifier, patches: npt.ArrayLike) -> Maps:
-    """The maps of both classes for every patch, upsampled to 96x96."""
-    batch = _check_patches(patches)
+    """The maps of both classes for every patch (as the model sees it), upsampled to 96x96."""
+    batch = classifier.prepare(_check_patches(patches))
     by_class: dict[int, list[npt.NDArray[np.float32]]] = {0: [], 1: []}
     with classifier.lock:
         for start in range(0, len(batch), BATCH_SIZE):
