@@ -120,6 +120,13 @@ def full_check(
     n = min(config.explain_patches, eval_size)
     _explain(config, n, run / "model.keras", out / "explain", say, progress)
     timings["explain_seconds"] = time.perf_counter() - step
+    step = time.perf_counter()
+    robustness = (
+        _robustness(config, eval_size, run / "model.keras", out / "robustness", say, progress)
+        if config.robustness
+        else None
+    )
+    timings["robustness_seconds"] = time.perf_counter() - step
     timings["total_seconds"] = time.perf_counter() - started
     failures = floor_failures(
         metrics,
@@ -139,6 +146,7 @@ def full_check(
             "tta": config.tta,
         },
         "calibration": _calibration_summary(calibration, metrics, config.eval_split),
+        "robustness": None if robustness is None else _robustness_summary(robustness),
         "config": asdict(config),
         "epochs_trained_this_session": len(history.get("loss", [])),
         "timings": timings,
@@ -253,6 +261,55 @@ def _explain(
     )
 
 
+def _robustness(
+    config: FullCheckConfig,
+    eval_size: int,
+    model_path: Path,
+    out: Path,
+    say: Callable[[str], None],
+    progress: Progress,
+) -> dict[str, Any]:
+    """The stain-shift robustness suite on the evaluation split (``robustness/``)."""
+    from pcam.evaluation.robustness import SHIFTS, robustness
+    from pcam.explain.gradcam import GradCAM
+
+    passes = 1 + len(SHIFTS)
+    say(
+        f"scoring {eval_size:,} {config.eval_split} patches under {len(SHIFTS)} stain and "
+        "scanner shifts (robustness)"
+    )
+    update = progress("robustness", passes * eval_size) if progress else None
+    report: dict[str, Any] = robustness(
+        model_path,
+        config.data,
+        config.eval_split,
+        out,
+        cam_maker=GradCAM,
+        seed=config.seed,
+        overwrite=True,
+        progress=update,
+    )
+    return report
+
+
+def _robustness_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The robustness figures of ``fullcheck.json``: per shift, the figures and their drops."""
+    keys = ("accuracy", "roc_auc", "drop_accuracy", "drop_auc", "cam_correlation")
+    rows = {row["name"]: {key: row.get(key) for key in keys} for row in report["results"]}
+    hed_strong = [row for name, row in rows.items() if name.startswith("hed-strong")]
+    drops = [row["drop_auc"] for row in hed_strong if row["drop_auc"] is not None]
+    return {
+        "split": report["split"],
+        "patches": report["patches"],
+        "shifts": rows,
+        "worst_drop_auc": max(
+            (row["drop_auc"] for row in rows.values() if row["drop_auc"] is not None),
+            default=None,
+        ),
+        "mean_drop_auc_hed_strong": sum(drops) / len(drops) if drops else None,
+    }
+
+
 def _train_or_resume(
     config: FullCheckConfig, run: Path, *, say: Callable[[str], None], verbose: int | str
 ) -> dict[str, list[float]]:
@@ -273,6 +330,8 @@ def _train_or_resume(
         lr_schedule="cosine",
         max_train_samples=config.max_train_samples,
         seed=config.seed,
+        colour_augment=config.colour_augment,
+        augment_on=config.augment_on,
         patience=config.patience,
         overwrite=config.overwrite,
     )

@@ -123,6 +123,20 @@ def test_fullcheck_on_the_real_sample_passes_then_fails_a_raised_floor(
     assert report["probabilities"]["calibrated"] is True
     assert calibration["operating_points"] == report["operating_points"]
     assert report["operating_points"]["thresholds_from"].startswith("chosen on the valid split")
+    # the stain-shift robustness suite on the same split: robustness/ and its block
+    shifted = json.loads((out / "robustness" / "robustness.json").read_text())
+    block = summary["robustness"]
+    assert block["split"] == "valid"
+    assert block["patches"] == SAMPLE_SIZES["valid"]
+    rows = {row["name"]: row for row in shifted["results"]}
+    assert set(block["shifts"]) == set(rows)
+    for name, row in rows.items():
+        for key in ("accuracy", "roc_auc", "drop_accuracy", "drop_auc", "cam_correlation"):
+            assert block["shifts"][name][key] == row[key], (name, key)
+    strong = [rows[name]["drop_auc"] for name in ("hed-strong-h+", "hed-strong-e+")]
+    assert block["mean_drop_auc_hed_strong"] == sum(strong) / 2
+    assert block["worst_drop_auc"] == max(row["drop_auc"] for row in rows.values())
+    assert (out / "robustness" / "robustness.png").stat().st_size > 0
 
     # A finished check is not silently redone
     assert main(_fullcheck(sample, out)) == 1

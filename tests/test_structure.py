@@ -263,7 +263,8 @@ LAYERS = (
         "pcam.moved",
         "pcam.stopping",
     ),
-    ("pcam.data",),
+    ("pcam.data", "pcam.stain.hed", "pcam.stain.augment"),  # the loader's colour stage
+    ("pcam.stain",),
     ("pcam.testing",),
     ("pcam.model",),
     ("pcam.evaluation",),
@@ -324,7 +325,9 @@ def test_the_layer_check_can_fail() -> None:
         "pcam.explain.gradcam imports pcam.cli",
     ]
     assert _upward_imports([("pcam.cli.runner", tree)]) == []
-    assert _layer("pcam.model.train") == 3
+    assert _layer("pcam.model.train") == 4
+    assert _layer("pcam.stain.hed") == _layer("pcam.data.stream")
+    assert _layer("pcam.stain.macenko") == _layer("pcam.data.stream") + 1
     assert _layer("pcam.layout") == 0
 
 

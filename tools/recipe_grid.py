@@ -62,6 +62,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "batch_size": 32,
         "patience": 15,
     },
+    "hed-light-w48-p15": {"colour_augment": "hed-light", "width": 48, "patience": 15},
     "hed-light-w32-p15-ls0.1": {
         "colour_augment": "hed-light",
         "width": 32,

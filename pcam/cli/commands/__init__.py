@@ -16,6 +16,7 @@ from pcam.cli.commands import (
     explain,
     fullcheck,
     predict,
+    robustness,
     synth,
     train,
 )
@@ -27,6 +28,7 @@ COMMANDS = (
     train,
     calibrate,
     evaluate,
+    robustness,
     explain,
     predict,
     app,
