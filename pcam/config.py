@@ -18,8 +18,10 @@ Architecture = Literal["resnet50", "small"]
 ARCHITECTURES: tuple[Architecture, ...] = ("resnet50", "small")
 """The classifier architectures (:func:`pcam.model.architectures.build_model`)."""
 
-SMALL_WIDTH = 16
-"""Filters of the small CNN's first block; each of its next three blocks doubles them."""
+SMALL_WIDTH = 32
+"""Filters of the small CNN's first block; each of its next three blocks doubles them (32 to 256:
+the width of the training recipe, chosen on the real sample; see the README's "Training
+recipe")."""
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 LR_SCHEDULES = ("cosine", "constant")
@@ -50,7 +52,7 @@ class TrainConfig:
     """Run directory."""
     epochs: int = 10
     """Epochs to train (early stopping may end the run sooner)."""
-    batch_size: int = 64
+    batch_size: int = 32
     """Global batch size (split across replicas)."""
     model: str = "resnet50"
     """``resnet50`` or ``small`` (a small CNN for fast runs on a CPU)."""
@@ -88,7 +90,7 @@ class TrainConfig:
     where a GPU is present, else ``loader``. D4 always runs in the loader."""
     strategy: str = "default"
     """``default`` (one device), ``mirrored`` (all local devices) or ``multiworker`` (TF_CONFIG)."""
-    patience: int = 5
+    patience: int = 10
     """Epochs without a better validation loss before stopping early."""
     overwrite: bool = False
     """Start afresh in a run folder pcam wrote, finished or interrupted (without it a finished
@@ -163,9 +165,9 @@ class FullCheckConfig:
     The defaults are the recipe for full PCam on one GPU (see the README's "Full training check"):
     ImageNet ResNet50 fine-tuned end to end (PCam's stain colours and scale are far from ImageNet,
     so every block is trained, batch-norm statistics included), Adam at a peak of 1e-4 decayed by
-    a cosine, batches of 128, D4 symmetries and colour jitter on every patch, early stopping on
-    the validation loss, and test-time averaging over the 8 symmetries, which are label-preserving
-    for these rotation-free tissue patches.
+    a cosine, batches of 128, D4 symmetries and the HED stain jitter on every patch, early
+    stopping on the validation loss, and test-time averaging over the 8 symmetries, which are
+    label-preserving for these rotation-free tissue patches.
     """
 
     data: str

@@ -174,3 +174,35 @@ def test_the_colour_stage_dispatches_to_the_named_augmentations() -> None:
     for kind, want in expected.items():
         np.testing.assert_array_equal(augment_colours(images, seed, kind).numpy(), want)
     assert not np.array_equal(expected["rgb+hed-light"], expected["rgb"])
+
+
+def test_a_density_below_zero_saturates_at_white() -> None:
+    """A stain shift can take a pale pixel's density below 0: it must clip to 255, not wrap."""
+    out = hed.intensities(tf.constant([-1.0, -0.01, 0.0, 0.001, 20.0])).numpy()
+    np.testing.assert_array_equal(out, [255, 255, 255, 255, 0])
+    pale = np.full((1, 2, 2, 3), 240, np.uint8)
+    lighter = hed.shift_stains(pale, tf.ones([3]), tf.constant([-0.5, -0.5, -0.5])).numpy()
+    np.testing.assert_array_equal(lighter, np.full_like(pale, 255))
+
+
+def test_the_factors_are_the_seeded_uniform_draws() -> None:
+    """Scales are ``1 + u * scale`` and shifts ``v * shift`` for the seed's six uniform draws."""
+    seed = tf.constant([5, 8], tf.int64)
+    jitter = hed.HedJitter(scale=0.3, shift=0.1)
+    scales, shifts = hed.stain_factors(16, seed, jitter)
+    draws = tf.random.stateless_uniform([16, 6], seed=seed, minval=-1.0, maxval=1.0).numpy()
+    np.testing.assert_allclose(scales.numpy(), 1.0 + 0.3 * draws[:, :3], rtol=1e-6)
+    np.testing.assert_allclose(shifts.numpy(), 0.1 * draws[:, 3:], rtol=1e-6)
+
+
+def test_the_colour_stage_passes_the_rgb_ranges_on() -> None:
+    from pcam.data.colour import ColourJitter
+
+    images = _tissue(count=4)
+    seed = tf.constant([2, 9], tf.int64)
+    still = ColourJitter(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
+    np.testing.assert_array_equal(augment_colours(images, seed, "rgb", still).numpy(), images)
+    bright = ColourJitter(brightness=0.3, contrast=0.0, saturation=0.0, hue=0.0)
+    expected = jitter_colours(images, seed, bright).numpy()
+    np.testing.assert_array_equal(augment_colours(images, seed, "rgb", bright).numpy(), expected)
+    assert not np.array_equal(expected, jitter_colours(images, seed).numpy())

@@ -56,7 +56,14 @@ def test_the_train_flags_reach_the_config(
 def test_the_defaults_are_the_recipe(
     synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The grid's winner on the real sample (README, "Training recipe"), value by value."""
+    assert DEFAULT_COLOUR_AUGMENT == "hed-light"
+    assert SMALL_WIDTH == 32
     config = _captured_config(monkeypatch, synthetic_root, tmp_path / "run", [])
+    assert config.batch_size == 32
+    assert config.patience == 10
+    assert config.lr == 1e-3
+    assert config.lr_schedule == "cosine"
     assert config.colour_augment == DEFAULT_COLOUR_AUGMENT
     assert config.augment_on is None
     assert config.width == SMALL_WIDTH

@@ -220,3 +220,44 @@ def test_training_puts_the_colour_stage_where_asked(
     else:
         assert kinds == ["hed-strong"]
         assert "pcam_colour_augment" not in names
+
+
+class _Crash(Exception):
+    """Stands for a crash in the middle of an epoch."""
+
+
+@pytest.mark.slow
+def test_a_device_placed_run_resumes_bit_identical(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The layer's seed generator is in the backup: a resumed run draws the same colours."""
+    import keras
+
+    from pcam.model.train import train
+    from tests.conftest import deterministic_config
+
+    def config(run: Path) -> TrainConfig:
+        return deterministic_config(synthetic_root, run, augment_on="device", epochs=3)
+
+    whole = tmp_path / "whole"
+    train(config(whole), verbose=0)
+    batch_end = keras.callbacks.CSVLogger.on_train_batch_end
+    seen = {"batches": 0}
+
+    def crash_in_epoch_two(self: Any, batch: int, logs: Any = None) -> None:
+        seen["batches"] += 1
+        if seen["batches"] == 8 + 3:
+            raise _Crash
+        batch_end(self, batch, logs)
+
+    resumed = tmp_path / "resumed"
+    monkeypatch.setattr(keras.callbacks.CSVLogger, "on_train_batch_end", crash_in_epoch_two)
+    with pytest.raises(_Crash):
+        train(config(resumed), verbose=0)
+    monkeypatch.undo()
+    train(config(resumed), verbose=0)
+    expected = (whole / "training_log.csv").read_bytes()
+    assert (resumed / "training_log.csv").read_bytes() == expected
+    loader = tmp_path / "loader"
+    train(deterministic_config(synthetic_root, loader, augment_on="loader", epochs=3), verbose=0)
+    assert (loader / "training_log.csv").read_bytes() != expected  # other draws, other run

@@ -118,6 +118,7 @@ TESTS_FOR: dict[str, tuple[str, ...]] = {
     "pcam/moved.py": ("tests/test_moved.py",),
     "pcam/stain/hed.py": ("tests/test_hed.py",),
     "pcam/stain/augment.py": ("tests/test_hed.py",),
+    "pcam/stain/macenko.py": ("tests/test_macenko.py",),
 }
 """Each mutated module and its own test files: a mutant must be killed by these alone."""
 

@@ -1,7 +1,8 @@
 """``make_dataset``: a PCam split as a streaming ``tf.data.Dataset``.
 
 The NumPy :class:`~pcam.data.reader.EpochReader` does the reading (memory map or h5py), the
-shuffle and the D4 symmetries; TensorFlow adds the colour jitter (parallel ``map``) and prefetching.
+shuffle and the D4 symmetries; TensorFlow adds the colour stage (parallel ``map``, see
+:mod:`pcam.stain.augment`) and prefetching.
 Memory stays constant whatever the size of the split.
 """
 
