@@ -212,7 +212,7 @@ def test_a_nested_backbone_works_without_graph_disconnected() -> None:
     ("kwargs", "pattern"),
     [
         ({"layer": "block9_conv"}, "layer: expected the name of one of the model's .* 'block"),
-        ({"layer": "pcam_pool"}, "layer: expected a spatial layer .*128.*, found 'pcam_pool'"),
+        ({"layer": "pcam_pool"}, "layer: expected a spatial layer .*256.*, found 'pcam_pool'"),
         ({"method": "scorecam"}, "method: expected one of gradcam, gradcam\\+\\+, layercam"),
     ],
 )
