@@ -112,32 +112,10 @@ def test_reader_d4_only(benchmark: Any, big_split: Path) -> None:
     _report(benchmark, "reader shuffled + D4 (NumPy only)", count)
 
 
-def test_colour_jitter_step(benchmark: Any) -> None:
-    """The colour jitter alone, XLA-compiled, on one core's worth of batches (the part of the
-    augmented pipeline that TensorFlow runs)."""
-    import tensorflow as tf
-
-    from pcam.data.colour import jitter_colours, unpack_pixels
-
-    packed = tf.constant(
-        np.random.default_rng(0).integers(0, 2**32, (BATCH, 96, 96), dtype=np.uint32)
-    )
-    seed = tf.constant([0, 1], tf.int64)
-    step = tf.function(lambda p, s: jitter_colours(unpack_pixels(p), s), jit_compile=True)
-    step(packed, seed).numpy()
-
-    def run() -> int:
-        for _ in range(20):
-            step(packed, seed).numpy()
-        return 20 * BATCH
-
-    count = benchmark.pedantic(run, rounds=3, warmup_rounds=1)
-    _report(benchmark, "colour jitter (XLA, one batch at a time)", count)
-
-
-@pytest.mark.parametrize("kind", ["hed-light", "rgb+hed-light"])
-def test_stain_jitter_step(benchmark: Any, kind: str) -> None:
-    """The colour stage alone with HED, XLA-compiled, as the loader placement runs it."""
+@pytest.mark.parametrize("kind", ["rgb", "hed-light", "rgb+hed-light"])
+def test_colour_stage_step(benchmark: Any, kind: str) -> None:
+    """The colour stage alone, XLA-compiled, on one core's worth of batches: the part of the
+    loader-placed pipeline that TensorFlow runs (RGB jitter, HED stain jitter, or both)."""
     import tensorflow as tf
 
     from pcam.data.colour import unpack_pixels

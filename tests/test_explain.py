@@ -28,14 +28,29 @@ OUTPUTS = {"explain.json", "grid.png", "overlays"}
 
 @pytest.fixture(scope="module")
 def model_path(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small model trained for 3 epochs on the synthetic train split (about 35 s)."""
+    """The small model trained for 3 epochs on the synthetic train split (about 35 s).
+
+    With the recipe the localisation margins below were measured on (RGB jitter, width 16,
+    batches of 64), fixed here so that the Grad-CAM tests do not move with the training
+    defaults. The defaults of issue 17 (HED light, width 32, batches of 32) localise less
+    sharply on this data (pointing game 0.56-0.65, energy inside 0.11 over seeds 0 and 1;
+    README, "Training recipe"); the notebook's floor guards that path.
+    """
     from pcam.model.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("explain-run")
-    train(
-        TrainConfig(data=str(synthetic_root), out=str(run), model="small", epochs=3, seed=0),
-        verbose=0,
+    config = TrainConfig(
+        data=str(synthetic_root),
+        out=str(run),
+        model="small",
+        epochs=3,
+        seed=0,
+        colour_augment="rgb",
+        width=16,
+        batch_size=64,
+        patience=5,
     )
+    train(config, verbose=0)
     return run / "model.keras"
 
 

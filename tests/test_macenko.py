@@ -13,6 +13,7 @@ import functools
 import json
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pcam.data.patch_io import PatchSizeError
 from pcam.errors import (
     InvalidArgumentError,
     LayoutError,
@@ -27,16 +29,26 @@ from pcam.errors import (
     PCamError,
     UnreadableFileError,
 )
-from pcam.stain import BackgroundOnlyError, MacenkoStains, StainNormaliser, fit_stains, normalise
+from pcam.stain import (
+    BackgroundOnlyError,
+    MacenkoStains,
+    StainNormaliser,
+    fit_stains,
+    macenko,
+    normalise,
+)
 from pcam.stain.macenko import (
     MIN_TISSUE_PIXELS,
     SingleStainError,
     StainFitError,
     StainNormalisationWarning,
     Unchanged,
+    _signs,
     intensities,
     masked_percentiles,
+    normalise_counted,
     optical_density,
+    tissue_mask,
 )
 
 Floats = npt.NDArray[np.float64]
@@ -344,8 +356,9 @@ def test_the_minimum_of_tissue_pixels_is_exact() -> None:
     tissue = pixels[np.any(pixels < 200, axis=-1)][:MIN_TISSUE_PIXELS]  # OD > 0.24 somewhere
     image = _white()[0]
     image.reshape(-1, 3)[: MIN_TISSUE_PIXELS - 1] = tissue[:-1]
-    with pytest.raises(BackgroundOnlyError, match=rf"found {MIN_TISSUE_PIXELS - 1};"):
+    with pytest.raises(BackgroundOnlyError, match=rf"found {MIN_TISSUE_PIXELS - 1};") as caught:
         fit_stains(image)
+    assert caught.value.found == MIN_TISSUE_PIXELS - 1
     image.reshape(-1, 3)[:MIN_TISSUE_PIXELS] = tissue
     assert fit_stains(image).stain_matrix.shape == (2, 3)
 
@@ -355,6 +368,7 @@ def test_a_reference_of_one_colour_is_refused_in_one_line() -> None:
         fit_stains(np.full((96, 96, 3), (150, 80, 160), dtype=np.uint8))
     assert "\n" not in str(e.value)
     assert isinstance(e.value, StainFitError)
+    assert e.value.angle < 3.0
 
 
 BAD_IMAGES = {
@@ -388,8 +402,13 @@ def test_bad_parameters_are_refused(keyword: str, value: float) -> None:
 
 
 def test_a_reference_must_be_macenko_stains() -> None:
-    with pytest.raises(InvalidArgumentError, match=r"^reference: expected MacenkoStains"):
+    message = "reference: expected MacenkoStains, found 'dict'"
+    with pytest.raises(InvalidArgumentError) as caught:
         normalise(_white(), {"stain_matrix": RUIFROK})  # type: ignore[arg-type]
+    assert str(caught.value) == message
+    with pytest.raises(InvalidArgumentError) as caught:
+        StainNormaliser({"stain_matrix": RUIFROK})  # type: ignore[arg-type]
+    assert str(caught.value) == message
 
 
 def test_one_patch_in_one_patch_out() -> None:
@@ -399,6 +418,9 @@ def test_one_patch_in_one_patch_out() -> None:
     assert normalise(images, reference).shape == (2, 96, 96, 3)
     assert normalise(images[:, :50, :70], reference).shape == (2, 50, 70, 3)
     assert normalise(images[:0], reference).shape == (0, 96, 96, 3)
+    empty, unchanged = normalise_counted(images[:0], reference)
+    assert empty.shape == (0, 96, 96, 3)
+    assert unchanged == Unchanged(0, 0, 0)
     with pytest.warns(StainNormalisationWarning, match=r"2 of 2 patches"):
         assert normalise(images[:, :0], reference).shape == (2, 0, 96, 3)
 
@@ -561,6 +583,374 @@ def test_masked_percentiles_agree_with_numpy(
         assert found[row] == pytest.approx(expected, abs=1e-12)
     everything = masked_percentiles(values, np.ones_like(mask), (percentile,))[0]
     np.testing.assert_allclose(everything, np.percentile(values, percentile, axis=1), atol=1e-12)
+
+
+# -- details: messages, defaults, bounds ---------------------------------------------------------
+
+
+def _stains(matrix: object, maxima: object) -> MacenkoStains:
+    """:class:`MacenkoStains` from any values (the checks are what is tested)."""
+    return MacenkoStains(matrix, maxima)  # type: ignore[arg-type]
+
+
+def test_three_stain_patches_in_a_batch_are_fitted_each_on_its_own() -> None:
+    """Off the plane of two stains, a fit depends on which pixels count and how much."""
+    three = _unit_rows([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+    fields = np.concatenate([_concentrations(21, 3), _concentrations(22, 3)[..., :1]], axis=-1)
+    fields[1, :, 48:] = 0.0  # half glass
+    fields[2, 30:] = 0.0  # two thirds glass
+    images = _render(fields, three)
+    reference = _reference("ruifrok")
+    together = normalise(images, reference)
+    for index, image in enumerate(images):
+        np.testing.assert_array_equal(normalise(image, reference), together[index])
+
+
+def test_the_parameter_ranges_include_0_and_exclude_their_upper_ends() -> None:
+    image = _render(_concentrations(1, 1), RUIFROK)
+    assert fit_stains(image, od_threshold=0.0) != fit_stains(image)
+    assert fit_stains(image, angle_percentile=0.0) != fit_stains(image)
+    top = float(np.log(256.0))
+    cases: list[tuple[str, float, str]] = [
+        ("od_threshold", -0.1, "od_threshold: expected an optical density in [0, 5.545)"),
+        ("od_threshold", top, "od_threshold: expected an optical density in [0, 5.545)"),
+        ("angle_percentile", -1.0, "angle_percentile: expected a percentile in [0, 50)"),
+        ("angle_percentile", 50.0, "angle_percentile: expected a percentile in [0, 50)"),
+    ]
+    for keyword, value, expected in cases:
+        with pytest.raises(InvalidArgumentError) as caught:
+            fit_stains(image, **{keyword: value})
+        assert str(caught.value) == f"{expected}, found {value!r}"
+
+
+def test_a_pixel_at_the_threshold_is_not_tissue() -> None:
+    image = _white()[0]
+    image[:2] = (200, 255, 255)  # 192 pixels, red OD exactly the threshold below
+    threshold = float(optical_density(np.array([200], dtype=np.uint8))[0])
+    assert not np.any(tissue_mask(optical_density(image), threshold))
+    with pytest.raises(BackgroundOnlyError, match=r"found 0;"):
+        fit_stains(image, od_threshold=threshold)
+
+
+def test_bad_images_are_refused_saying_what_was_found() -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        fit_stains(np.zeros((96, 96, 3), dtype=np.float32))
+    assert str(caught.value) == (
+        "images: expected uint8 RGB patches [H, W, 3] or [B, H, W, 3], found 'float32 [96, 96, 3]'"
+    )
+
+
+def test_the_warnings_point_at_the_calling_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    levels: list[int] = []
+
+    def warn(message: str, category: type[Warning], stacklevel: int = 1) -> None:
+        levels.append(stacklevel)
+        warnings.warn(message, category, stacklevel=stacklevel + 1)  # + this frame
+
+    monkeypatch.setattr(macenko, "warnings", SimpleNamespace(warn=warn))
+    reference = _reference("ruifrok")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        normalise(_white(), reference)
+        StainNormaliser(reference)(_white())
+    assert [warning.category for warning in record] == [StainNormalisationWarning] * 2
+    assert levels == [2, 2]
+    if not hasattr(normalise, "__wrapped__"):  # mutmut's trampolines add frames of their own
+        assert [warning.filename for warning in record] == [__file__, __file__]
+
+
+def test_unchanged_counts_add_up_and_give_every_reason() -> None:
+    total = Unchanged(3, 1, 2) + Unchanged(1_001, 1_000, 1)
+    assert total == Unchanged(1_004, 1_001, 3)
+    assert total.count == 1_004
+    assert total.message(0.25) == (
+        "stain normalisation: 1,004 of 1,004 patches passed through unchanged, their stains "
+        "could not be fitted: 1,001 background-only (fewer than 100 pixels with optical density "
+        "above 0.25 in some channel); 3 with one stain colour (stain vectors less than 3 degrees "
+        "apart)"
+    )
+    assert "above 0.15 in some channel" in Unchanged(1, 1, 0).message()
+
+
+SHAPE = "expected finite numbers of shape"
+
+
+@pytest.mark.parametrize(
+    ("matrix", "maxima", "message"),
+    [
+        ([[1.0, 0.0, 0.0]], [1, 1], f"stain_matrix: {SHAPE} [2, 3], found 'shape [1, 3]'"),
+        (
+            [[np.nan, 0, 0], [0, 1, 0]],
+            [1, 1],
+            f"stain_matrix: {SHAPE} [2, 3], found 'non-finite values'",
+        ),
+        (RUIFROK, [1, 1, 1], f"max_concentrations: {SHAPE} [2], found 'shape [3]'"),
+        (RUIFROK, [1, np.inf], f"max_concentrations: {SHAPE} [2], found 'non-finite values'"),
+        ("no", [1, 1], "stain_matrix: expected nested lists of numbers, found 'no'"),
+        (
+            RUIFROK,
+            [[1], [1, 2]],
+            "max_concentrations: expected nested lists of numbers, found [[1], [1, 2]]",
+        ),
+        (
+            [[2, 0, 0], [0, 1, 0]],
+            [1, 1],
+            "stain_matrix: expected rows of unit length, found [2.0, 1.0]",
+        ),
+        (RUIFROK, [1.0, 0.0], "max_concentrations: expected positive numbers, found [1.0, 0.0]"),
+    ],
+    ids=["shape", "nan", "three", "inf", "text", "ragged", "norms", "zero"],
+)
+def test_bad_stains_are_refused_saying_what_was_found(
+    matrix: object, maxima: object, message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        _stains(matrix, maxima)
+    assert str(caught.value) == message
+
+
+def test_stains_hold_read_only_float64_arrays_within_a_tolerance_of_unit_rows() -> None:
+    stains = _stains([[1, 0, 0], [0, 1, 0]], [1, 2])
+    for array in (stains.stain_matrix, stains.max_concentrations):
+        assert isinstance(array, np.ndarray)
+        assert array.dtype == np.float64
+        assert not array.flags.writeable
+    np.testing.assert_array_equal(stains.max_concentrations, [1.0, 2.0])
+    # np.allclose(norms, 1, atol=1e-6) with its default rtol of 1e-5: within 1.1e-5 of 1
+    assert _stains(RUIFROK * (1.0 + 1.05e-5), [1.0, 1.0]).stain_matrix.shape == (2, 3)
+    with pytest.raises(InvalidArgumentError, match=r"^stain_matrix: expected rows of unit length"):
+        _stains(RUIFROK * (1.0 + 1.2e-5), [1.0, 1.0])
+
+
+def test_stains_differ_when_either_array_differs() -> None:
+    stains = _reference("ruifrok")
+    same = MacenkoStains(stains.stain_matrix.copy(), stains.max_concentrations.copy())
+    other_maxima = MacenkoStains(stains.stain_matrix, 2.0 * stains.max_concentrations)
+    other_matrix = MacenkoStains(RUIFROK, stains.max_concentrations)
+    assert stains == same
+    assert hash(stains) == hash(same)
+    assert stains != other_maxima
+    assert stains != other_matrix
+    assert hash(stains) != hash(other_maxima)
+
+
+def test_a_stain_dict_needs_only_its_two_arrays() -> None:
+    stains = MacenkoStains.from_dict(
+        {"stain_matrix": [[1, 0, 0], [0, 1, 0]], "max_concentrations": [1, 2]}
+    )
+    assert stains.stain_matrix.dtype == np.float64
+    assert stains.max_concentrations.dtype == np.float64
+    np.testing.assert_array_equal(stains.max_concentrations, [1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"stain_matrix": RUIFROK.tolist()},
+            "stains: expected a dict with stain_matrix and max_concentrations, "
+            "found ['stain_matrix']",
+        ),
+        ([1, 2], "stains: expected a dict with stain_matrix and max_concentrations, found 'list'"),
+        (
+            {"stain_matrix": RUIFROK.tolist(), "max_concentrations": [1], "stains": ["e", "h"]},
+            "stains: expected the stains ['haematoxylin', 'eosin'] in order, found ['e', 'h']",
+        ),
+        (
+            {"stain_matrix": "no", "max_concentrations": [1, 1]},
+            "stain_matrix: expected nested lists of numbers, found 'no'",
+        ),
+        (
+            {"stain_matrix": RUIFROK.tolist(), "max_concentrations": "x"},
+            "max_concentrations: expected nested lists of numbers, found 'x'",
+        ),
+    ],
+    ids=["one-key", "list", "order", "matrix-text", "maxima-text"],
+)
+def test_bad_stain_dicts_are_refused_saying_what_was_found(values: object, message: str) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        MacenkoStains.from_dict(values)
+    assert str(caught.value) == message
+
+
+def test_a_normaliser_has_its_documented_defaults() -> None:
+    reference = _reference("ruifrok")
+    normaliser = StainNormaliser(reference)
+    assert (normaliser.source, normaliser.od_threshold) == ("a fitted reference", 0.15)
+    assert normaliser.warn is True
+    assert normaliser.describe() == "Macenko stain normalisation to a fitted reference"
+    assert repr(normaliser) == "StainNormaliser('a fitted reference')"
+    assert normaliser.to_dict() == {
+        "kind": "pcam-macenko-reference",
+        "method": "macenko",
+        "stains": ["haematoxylin", "eosin"],
+        "stain_matrix": reference.stain_matrix.tolist(),
+        "max_concentrations": reference.max_concentrations.tolist(),
+        "od_threshold": 0.15,
+        "source": "a fitted reference",
+    }
+
+
+def test_fitting_a_normaliser_passes_its_options_on() -> None:
+    images = _render(_concentrations(15, 2), RUIFROK)
+    default = StainNormaliser.fit(images)
+    assert default.warn is True
+    assert default.od_threshold == 0.15
+    one = StainNormaliser.fit(images[0])
+    assert one.source == "1 reference patch"
+    assert one.reference == fit_stains(images[0])
+    custom = StainNormaliser.fit(images, od_threshold=0.6, source="slides", warn=False)
+    assert custom.reference == fit_stains(images, od_threshold=0.6)
+    assert custom.reference != default.reference
+    assert (custom.od_threshold, custom.source) == (0.6, "slides")
+    assert custom.warn is False
+
+
+def test_a_normaliser_uses_its_own_threshold() -> None:
+    batch = _render(_concentrations(17, 2), RUIFROK)
+    strict = StainNormaliser(_reference("blue-orange"), od_threshold=2.0, warn=False)
+    np.testing.assert_array_equal(strict(batch), batch)  # under 100 pixels above OD 2 each
+    assert strict.unchanged == Unchanged(2, 2, 0)
+
+
+def test_a_normaliser_dict_fills_in_its_defaults() -> None:
+    values = {"kind": "pcam-macenko-reference", **_reference("ruifrok").to_dict()}
+    loaded = StainNormaliser.from_dict(values)
+    assert (loaded.od_threshold, loaded.source) == (0.15, "a saved reference")
+    assert loaded.warn is True
+    assert StainNormaliser.from_dict(values, warn=False).warn is False
+    for source in ("", 5, None, ["a"]):
+        assert StainNormaliser.from_dict({**values, "source": source}).source == (
+            "a saved reference"
+        )
+
+
+def test_bad_normaliser_dicts_are_refused_saying_what_to_do() -> None:
+    expected = "expected a Macenko reference written by pcam (JSON)"
+    hint = "save it again, or pass the reference images instead"
+    good = StainNormaliser(_reference("ruifrok")).to_dict()
+    cases: list[tuple[object, str, str]] = [
+        ([1], "stain reference", "kind 'list'"),
+        ({"kind": "other"}, "stain reference", "kind 'other'"),
+        (
+            {**good, "od_threshold": -1},
+            "stain reference",
+            "a bad value (od_threshold: expected an optical density in [0, 5.545), found -1.0)",
+        ),
+    ]
+    for values, where, found in cases:
+        with pytest.raises(LayoutError) as caught:
+            StainNormaliser.from_dict(values)
+        assert str(caught.value) == f"{where}: {expected}, found {found}; {hint}"
+
+
+def test_a_saved_reference_is_read_back_with_its_options(tmp_path: Path) -> None:
+    normaliser = StainNormaliser(_reference("ruifrok"), source="", od_threshold=0.3)
+    path = tmp_path / "reference.json"
+    normaliser.save(path)
+    loaded = StainNormaliser.from_path(path)
+    assert loaded.source == str(path)  # no source saved: the file alone
+    assert loaded.od_threshold == 0.3
+    assert loaded.warn is True
+    assert StainNormaliser.from_path(path, warn=False).warn is False
+
+
+def test_a_saved_reference_is_read_as_utf8_whatever_the_locale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = {**StainNormaliser(_reference("ruifrok")).to_dict(), "source": "Färbung"}
+    path = tmp_path / "reference.json"
+    path.write_bytes(json.dumps(values, ensure_ascii=False).encode("utf-8"))
+    read_text = Path.read_text
+
+    def cp1252_locale(self: Path, encoding: str | None = None, errors: str | None = None) -> str:
+        return read_text(self, encoding="cp1252" if encoding is None else encoding, errors=errors)
+
+    monkeypatch.setattr(Path, "read_text", cp1252_locale)
+    assert StainNormaliser.from_path(path).source == f"{path} (fitted on Färbung)"
+
+
+def test_bad_reference_files_are_refused_saying_what_to_do(tmp_path: Path) -> None:
+    expected = "expected a Macenko reference written by pcam (JSON)"
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "bad.json").write_text("{not json")
+    cases: list[tuple[Path, type[Exception], str]] = [
+        (tmp_path / "missing.json", MissingFileError, "found no such file; check the path"),
+        (tmp_path / "folder.json", MissingFileError, "found a folder; check the path"),
+        (
+            tmp_path / "bad.json",
+            UnreadableFileError,
+            "found invalid JSON (Expecting property name enclosed in double quotes: line 1 "
+            "column 2 (char 1)); save it again, or pass the reference images instead",
+        ),
+    ]
+    for path, kind, ending in cases:
+        with pytest.raises(kind) as caught:
+            StainNormaliser.from_path(path)
+        assert str(caught.value) == f"{path}: {expected}, {ending}"
+
+
+def test_a_normaliser_from_images_passes_its_options_on(tmp_path: Path) -> None:
+    image = _render(_concentrations(16, 1), BLUE_ORANGE)[0]
+    padded = np.pad(image, ((2, 2), (2, 2), (0, 0)), constant_values=255)  # 100x100
+    (one,) = _write_pngs(tmp_path / "one", image[None])
+    (large,) = _write_pngs(tmp_path / "large", padded[None])
+    assert StainNormaliser.from_path(one).warn is True
+    assert StainNormaliser.from_path(one, warn=False).warn is False
+    assert StainNormaliser.from_path(tmp_path / "one").describe().endswith("one (1 image)")
+    cropped = StainNormaliser.from_path(large, fit="crop")
+    assert cropped.reference == fit_stains(image)  # the centre 96x96: the patch itself
+    with pytest.raises(PatchSizeError):
+        StainNormaliser.from_path(large)
+
+
+def test_unfittable_reference_images_are_refused_naming_the_file(tmp_path: Path) -> None:
+    (white,) = _write_pngs(tmp_path / "white", _white())
+    (flat,) = _write_pngs(tmp_path / "flat", np.full((1, 96, 96, 3), (150, 80, 160), np.uint8))
+    with pytest.raises(BackgroundOnlyError) as background:
+        StainNormaliser.from_path(white)
+    assert str(background.value) == (
+        f"{white}: background-only reference: expected patches with stained tissue (at least 100 "
+        "pixels with optical density above 0.15 in some channel), found 0; fit on patches that "
+        "show tissue"
+    )
+    assert background.value.found == 0
+    with pytest.raises(SingleStainError) as single:
+        StainNormaliser.from_path(flat)
+    assert str(single.value) == (
+        f"{flat}: one-stain reference: expected two stain colours (haematoxylin and eosin) at "
+        "least 3 degrees apart in optical density, found 0.0 degrees; fit on patches that show "
+        "both nuclei and stroma"
+    )
+    assert single.value.angle == 0.0
+
+
+def test_intensities_are_uint8_computed_in_float64_and_clipped() -> None:
+    found = intensities(np.array([-1.0, 0.0, 7.0, 100.0]))
+    assert found.dtype == np.uint8
+    np.testing.assert_array_equal(found, [255, 255, 0, 0])
+    half = np.linspace(0.0, 3.0, 301).astype(np.float16)
+    np.testing.assert_array_equal(intensities(half), intensities(half.astype(np.float64)))
+
+
+def test_optical_density_reads_other_integers_as_uint8() -> None:
+    wide = np.array([0, 255, 256, 511], dtype=np.int64)  # never an index past the table
+    expected = optical_density(np.array([0, 255, 0, 255], dtype=np.uint8))
+    np.testing.assert_array_equal(optical_density(wide), expected)  # type: ignore[arg-type]
+
+
+def test_a_vector_is_turned_only_when_its_components_sum_below_0() -> None:
+    vectors = np.array([[1.0, -1.0, 0.0], [0.5, -0.2, 0.1], [-0.5, 0.2, 0.1], [0.9, 0.9, 0.9]])
+    np.testing.assert_array_equal(_signs(vectors), [[1.0], [1.0], [-1.0], [1.0]])
+
+
+def test_masked_percentiles_of_a_full_mask_are_numpys_own() -> None:
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        values = rng.normal(size=(3, int(rng.integers(2, 50))))
+        percentiles = rng.uniform(0.0, 100.0, 5).tolist()
+        found = masked_percentiles(values, np.ones(values.shape, dtype=bool), percentiles)
+        np.testing.assert_array_equal(found, np.percentile(values, percentiles, axis=-1))
 
 
 # -- real patches ----------------------------------------------------------------------------------
