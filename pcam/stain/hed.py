@@ -74,9 +74,7 @@ def intensities(density: tf.Tensor) -> tf.Tensor:
 
 def stain_concentrations(images: tf.Tensor) -> tf.Tensor:
     """The H, E and DAB concentrations ``float32 [..., 3]`` of ``uint8 [..., 3]`` pixels."""
-    return tf.linalg.matvec(
-        tf.constant(HED_FROM_RGB.T, tf.float32), optical_density(images), transpose_a=False
-    )
+    return tf.linalg.matvec(tf.constant(HED_FROM_RGB.T, tf.float32), optical_density(images))
 
 
 def stain_maps(scales: tf.Tensor, shifts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

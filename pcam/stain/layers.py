@@ -28,7 +28,6 @@ class ColourAugmentation(keras.layers.Layer):  # type: ignore[misc]
         self.kind = kind
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name=f"{self.name}_seed")
-        self.supports_masking = False
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         """Augment the batch when ``training``, else return it unchanged."""
