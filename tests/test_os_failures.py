@@ -438,6 +438,21 @@ def test_sigterm_during_predict_stops_like_ctrl_c_and_leaves_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.fixture
+def ctrl_c_as_usual() -> Any:
+    """Ctrl-C with Python's own handler during the test, whatever the test process inherited.
+
+    A process started in the background by a non-interactive shell (or under ``nohup``) starts
+    with SIGINT ignored, and pcam rightly keeps an ignored Ctrl-C ignored
+    (:func:`test_an_ignored_ctrl_c_stays_ignored`); the tests of what Ctrl-C does need it live.
+    """
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _signal_then(signum: int, raised: Exception) -> Any:
     """A command's ``run`` that receives ``signum`` and lets ``raised`` out instead of the
     signal's own exception, as TensorFlow's code sometimes does (a ``SystemError``)."""
@@ -457,6 +472,7 @@ def _signal_then(signum: int, raised: Exception) -> Any:
     ("signum", "status", "line"),
     [("SIGTERM", 143, "pcam check: terminated\n"), ("SIGINT", 130, "pcam check: interrupted\n")],
 )
+@pytest.mark.usefixtures("ctrl_c_as_usual")
 def test_whatever_unwinds_after_a_signal_is_that_signals_exit(
     signum: str,
     status: int,
@@ -657,6 +673,7 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_predict_and_leaves_n
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.usefixtures("ctrl_c_as_usual")
 def test_a_signal_during_a_polling_loop_is_raised_by_the_loop_between_two_steps() -> None:
     """Inside ``deferring`` the handler only notes the signal: no exception enters a library."""
     import signal
