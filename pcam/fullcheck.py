@@ -11,9 +11,12 @@ the real PCam sample with a tiny budget and a low floor.
 
 Everything lands in one output directory: ``run/`` (model, its calibration file, logs, backup
 while training),
-``report/`` (metrics.json and plots), ``explain/`` (Grad-CAM grid) and ``fullcheck.json`` (the
-recipe, the figures, the floors and the verdict), written last. A killed check resumes: an
-interrupted run goes on from its backup, a finished run is evaluated without training again.
+``report/`` (metrics.json and plots), ``explain/`` (Grad-CAM grid), ``robustness/``,
+``fullcheck.json`` (the recipe, the figures, the floors and the verdict, the data files'
+checksums, the model's parameter count, timings and software), written last but one, and
+``MODEL_CARD.md`` (:mod:`pcam.evaluation.card`), written from all of them last. A killed check
+resumes: an interrupted run goes on from its backup, a finished run is evaluated without training
+again.
 """
 
 from __future__ import annotations
@@ -34,6 +37,13 @@ from pcam.config import (
 )
 from pcam.data.split import open_split
 from pcam.errors import NoGPUError, OutputExistsError
+from pcam.evaluation.card import (
+    CARD_FILE,
+    check_card_destination,
+    is_card_file,
+    record_data,
+    write_card,
+)
 from pcam.outputs import claim_directory, write_json_atomically
 
 __all__ = [
@@ -64,6 +74,8 @@ class FullCheckResult:
     """One line per floor that was not met (empty: passed)."""
     summary_path: Path | None = None
     """Where ``fullcheck.json`` was written."""
+    card_path: Path | None = None
+    """Where ``MODEL_CARD.md`` was written (next to ``fullcheck.json``)."""
 
     @property
     def passed(self) -> bool:
@@ -101,12 +113,18 @@ def full_check(
     """Train, evaluate and explain as ``config`` says; write ``fullcheck.json``; return the result.
 
     Inputs are checked before any work: the settings, the GPU when ``require_gpu``, the three
-    splits, and the output directory. ``say`` receives one line per step; ``progress(label,
-    total)`` may return an ``update(done)`` callback for the long predictions.
+    splits, and the output directory (and the model card's place in it). The data files are
+    checksummed first (:func:`pcam.evaluation.card.record_data`). ``say`` receives one line per
+    step; ``progress(label, total)`` may return an ``update(done)`` callback for the long
+    predictions. ``MODEL_CARD.md`` is written from the check's records last.
     """
     out = _checked_output(config)
     run = out / "run"
     eval_size = len(open_split(config.data, config.eval_split))
+    step = time.perf_counter()
+    say(f"checksumming the data files in {config.data}")
+    data = record_data(config.data, ("train", "valid", config.eval_split))
+    checksum_seconds = time.perf_counter() - step
     started = time.perf_counter()
     history = _train_or_resume(config, run, say=say, verbose=verbose)
     timings = {"train_seconds": time.perf_counter() - started}
@@ -127,6 +145,7 @@ def full_check(
         else None
     )
     timings["robustness_seconds"] = time.perf_counter() - step
+    timings["data_checksum_seconds"] = checksum_seconds
     timings["total_seconds"] = time.perf_counter() - started
     failures = floor_failures(
         metrics,
@@ -151,15 +170,23 @@ def full_check(
         "epochs_trained_this_session": len(history.get("loss", [])),
         "timings": timings,
         "machine": _machine(),
+        "data": data,
+        "model": _model_record(run / "model.keras"),
     }
     write_json_atomically(out / SUMMARY_FILE, summary)
-    return FullCheckResult(metrics=metrics, failures=failures, summary_path=out / SUMMARY_FILE)
+    card = write_card(run, fullcheck=out, out=out / CARD_FILE, overwrite=True)
+    say(f"model card: {card}")
+    return FullCheckResult(
+        metrics=metrics, failures=failures, summary_path=out / SUMMARY_FILE, card_path=card
+    )
 
 
 def _checked_output(config: FullCheckConfig) -> Path:
     """Check the settings, the GPU, the splits and the output folder; returns the folder.
 
-    A finished check's summary is removed (with ``overwrite``) or refused, before any work.
+    A finished check's summary is removed (with ``overwrite``) or refused, before any work; so
+    is the model card pcam wrote of an earlier check, and a ``MODEL_CARD.md`` pcam did not write
+    is refused.
     """
     from pcam.model.train import gpu_present
 
@@ -175,7 +202,22 @@ def _checked_output(config: FullCheckConfig) -> Path:
         raise OutputExistsError(out)
     if summary_path.exists():
         summary_path.unlink()
+    card = check_card_destination(out / CARD_FILE, overwrite=True)
+    if is_card_file(card):  # an earlier check's: it would describe files about to be replaced
+        card.unlink()
     return out
+
+
+def _model_record(model_path: Path) -> dict[str, Any]:
+    """The model of ``fullcheck.json``: its file, size and parameter count (weights only)."""
+    from pcam.model.architectures import load_model
+
+    model = load_model(model_path, calibration=False)
+    return {
+        "file": model_path.name,
+        "bytes": model_path.stat().st_size,
+        "parameters": int(model.count_params()),
+    }
 
 
 def _evaluate(

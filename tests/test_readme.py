@@ -102,3 +102,15 @@ def test_the_synopsis_names_every_command_and_only_options_that_exist() -> None:
             if option.startswith("--no-"):
                 continue
             assert option in known, f"README synopsis: pcam {command} has no {option}"
+
+
+def test_the_model_card_excerpt_is_the_example_cards_own_text() -> None:
+    """The README's rendered card excerpt is copied from docs/MODEL_CARD.example.md, not typed."""
+    text = README.read_text()
+    found = re.search(r"<!-- model-card-excerpt -->\n(.*?)<!-- /model-card-excerpt -->", text, re.S)
+    assert found is not None
+    card = (README.parent / "docs" / "MODEL_CARD.example.md").read_text()
+    tables = [table for table in found.group(1).strip().split("\n\n") if table]
+    assert len(tables) == 2
+    assert all(table in card for table in tables)
+    assert "| Accuracy | " in tables[0]

@@ -1,7 +1,8 @@
 """The ``pcam`` command line: data, training, evaluation, explanations, demo and full check.
 
-The commands are ``synth``, ``check``, ``download``, ``train``, ``evaluate``, ``explain``,
-``predict``, ``app``, ``demo`` and ``fullcheck``, one module each in :mod:`pcam.cli.commands`
+The commands are ``synth``, ``check``, ``download``, ``train``, ``calibrate``, ``evaluate``,
+``robustness``, ``explain``, ``export``, ``predict``, ``app``, ``demo``, ``fullcheck`` and
+``card``, one module each in :mod:`pcam.cli.commands`
 (argument parsing and calls, nothing else); :mod:`pcam.cli.options` declares the shared options
 once and builds the training options from :mod:`pcam.config`; :mod:`pcam.cli.runner` runs a
 command and turns every failure into one line. Commands that need no model never import

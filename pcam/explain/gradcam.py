@@ -86,7 +86,7 @@ class GradCAM:
         self._forward = _forward_function(model, self._layers, self.head)
         _check_forward(model, self._forward, self.head, self.input_shape, self.input_dtype)
         self._compiled = tf.function(
-            self._maps_and_scores,
+            self.maps_and_logits,
             input_signature=[
                 tf.TensorSpec((None, *self.input_shape), self.input_dtype),
                 tf.TensorSpec((), tf.int32),
@@ -155,7 +155,14 @@ class GradCAM:
             batch = batch.astype(self.input_dtype)
         return batch
 
-    def _maps_and_scores(self, images: tf.Tensor, class_index: tf.Tensor) -> tuple[list[Any], Any]:
+    def maps_and_logits(self, images: tf.Tensor, class_index: tf.Tensor) -> tuple[list[Any], Any]:
+        """``([maps [B, h, w] per layer], logits [B, units])`` as tensors, for tracing.
+
+        The maps are normalised and at their layers' resolutions (not fused or upsampled); the
+        logits are the head's raw pre-activation outputs in float32. This is what the compiled
+        call runs, and what an exported model's ``explain`` signature saves
+        (:mod:`pcam.serve.export`).
+        """
         with tf.GradientTape() as tape:
             features, logits = self._forward(images)
             # patches are independent in inference mode: the gradient of the sum is per patch

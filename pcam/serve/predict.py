@@ -220,12 +220,20 @@ def predict_patches(
     called with the number of patches done after each batch. ``normalise`` (stain
     normalisation, say) is applied to each batch's images before the model sees them.
     """
-    from pcam.model.inference import tumour_probabilities
+    from pcam.serve.artifacts import Artifact
+
+    if isinstance(model, Artifact):  # an exported model, in its own runtime (no Keras)
+        probabilities_of: Callable[..., npt.NDArray[np.float64]] = model.probabilities
+    else:
+        from pcam.model.inference import tumour_probabilities
+
+        def probabilities_of(images: npt.NDArray[np.uint8], *, tta: bool) -> Any:
+            return tumour_probabilities(model, images, tta=tta)
 
     done = 0
     for batch in batches:
         images = batch.images if normalise is None else normalise(batch.images)
-        probabilities = tumour_probabilities(model, images, tta=tta)
+        probabilities = probabilities_of(images, tta=tta)
         yield batch, probabilities
         done += len(batch)
         if progress is not None:
@@ -349,7 +357,10 @@ def predict(
 
     ``model`` is a loaded Keras model or the path of a saved one (loaded with
     :func:`pcam.model.architectures.load_model` after the inputs and the output are checked,
-    with its calibration file unless ``calibration`` is false). ``normalise`` changes every
+    with its calibration file unless ``calibration`` is false), or an exported model: a
+    SavedModel folder, an ``.onnx`` or a ``.tflite`` file, or an opened
+    :class:`pcam.serve.artifacts.Artifact`, run in its own runtime without Keras (its
+    calibration is built in, so ``calibration`` must stay true). ``normalise`` changes every
     batch of patches before the model sees them (a
     :class:`pcam.stain.macenko.StainNormaliser`, say). Returns a :class:`PredictionSummary`,
     which says whether the probabilities were calibrated and how the patches were normalised.
@@ -360,11 +371,7 @@ def predict(
     if isinstance(out, (str, os.PathLike)):
         given = [source.path for source in sources]
         check_output(out, overwrite=overwrite, inputs=[*given, model] if _is_path(model) else given)
-    if isinstance(model, (str, os.PathLike)):
-        from pcam.model.architectures import load_model
-
-        model = load_model(model, calibration=calibration)
-    from pcam.model.temperature import calibration_of
+    model = load_for_serving(model, calibration=calibration)
 
     started = time.perf_counter()
     fitted = 0
@@ -385,9 +392,45 @@ def predict(
         out=str(out) if isinstance(out, (str, os.PathLike)) else "-",
         tta=tta,
         threshold=threshold,
-        probabilities=calibration_of(model).describe(),
+        probabilities=describe_probabilities(model),
         stain_normalisation=_describe_normalise(normalise),
     )
+
+
+def load_for_serving(model: Any, *, calibration: bool = True) -> Any:
+    """A model to predict with: an exported one opened in its runtime, a ``.keras`` one loaded.
+
+    Anything else (an already loaded model or :class:`pcam.serve.artifacts.Artifact`) is
+    returned as it is. An exported model carries the calibration it was exported with, so
+    ``calibration=False`` is refused for one, with the way to get uncalibrated probabilities.
+    """
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    from pcam.serve.artifacts import is_artifact, open_artifact
+
+    if is_artifact(Path(model)):
+        if not calibration:
+            raise InvalidArgumentError(
+                "--no-calibration",
+                "a .keras model (an exported model has its calibration built in; export one "
+                "with pcam export --no-calibration for uncalibrated probabilities)",
+                str(model),
+            )
+        return open_artifact(Path(model))
+    from pcam.model.architectures import load_model
+
+    return load_model(model, calibration=calibration)
+
+
+def describe_probabilities(model: Any) -> str:
+    """What the model's probabilities are (calibrated or not), for a summary line."""
+    from pcam.serve.artifacts import Artifact
+
+    if isinstance(model, Artifact):
+        return model.describe()
+    from pcam.model.temperature import calibration_of
+
+    return calibration_of(model).describe()
 
 
 # -- internals -------------------------------------------------------------------------------------

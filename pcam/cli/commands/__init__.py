@@ -9,11 +9,13 @@ from __future__ import annotations
 from pcam.cli.commands import (
     app,
     calibrate,
+    card,
     check,
     demo,
     download,
     evaluate,
     explain,
+    export,
     fullcheck,
     predict,
     robustness,
@@ -30,9 +32,11 @@ COMMANDS = (
     evaluate,
     robustness,
     explain,
+    export,
     predict,
     app,
     demo,
     fullcheck,
+    card,
 )
 """The command modules, in the order ``pcam --help`` lists them."""

@@ -29,7 +29,9 @@ def add(commands: Any) -> argparse.ArgumentParser:
     options.add_saved_model(
         parser,
         required=False,
-        help="a saved model (.keras) (default: ./pcam-demo/run/model.keras from pcam demo)",
+        help="a saved model (.keras), or one exported by pcam export (a SavedModel folder or a "
+        ".onnx / .tflite file: probabilities without Keras, no Grad-CAM) (default: "
+        "./pcam-demo/run/model.keras from pcam demo)",
     )
     options.add_no_calibration(parser)
     options.add_stain_normalise(parser)
@@ -60,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
         return options.EXIT_ERROR
     from pcam.serve.app import streamlit_command, streamlit_environment
     from pcam.serve.app.logic import MAX_UPLOAD_MB, address_warning
+    from pcam.serve.artifacts import is_artifact
 
-    if args.model is not None and not args.model.is_file():
+    if args.model is not None and not (args.model.is_file() or is_artifact(args.model)):
         # a bad file's content is reported in the page itself
         raise MissingFileError(
             args.model,

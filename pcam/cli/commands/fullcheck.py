@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
         result = full_check(config, progress=progress, verbose=options.keras_verbosity())
     print(format_table(result.metrics))
-    print(f"run, report, Grad-CAM grid and fullcheck.json: {args.out}")
+    print(f"run, report, Grad-CAM grid, fullcheck.json and MODEL_CARD.md: {args.out}")
     if result.passed:
         accuracy, auc = result.metrics["accuracy"], result.metrics["roc_auc"]
         print(

@@ -21,7 +21,9 @@ def add(commands: Any) -> argparse.ArgumentParser:
         "source, index (the row of an h5 file; empty for an image), probability, label "
         "(tumour when probability >= --threshold, else normal). The CSV appears only when "
         "complete. The probabilities are calibrated when the model has a calibration file "
-        "(pcam calibrate), and the summary line says which were used. With --stain-normalise "
+        "(pcam calibrate), and the summary line says which were used. MODEL may be an exported "
+        "model (pcam export), served by its runtime (ONNX Runtime, TensorFlow, LiteRT). With "
+        "--stain-normalise "
         "every patch is stain-normalised (Macenko) to the reference before the model sees it.",
     )
     parser.add_argument(
@@ -31,7 +33,11 @@ def add(commands: Any) -> argparse.ArgumentParser:
         nargs="+",
         help="patch images, folders of them, or PCam *_x.h5 files",
     )
-    options.add_saved_model(parser)
+    options.add_saved_model(
+        parser,
+        help="a saved model (.keras), e.g. RUN_DIR/model.keras, or one exported by pcam export: "
+        "a SavedModel folder or a .onnx / .tflite file, run in its own runtime without Keras",
+    )
     options.add_out(
         parser,
         "CSV file to write, or - for standard output (default: predictions.csv)",

@@ -188,9 +188,9 @@ class Classifier:
 
         With a :attr:`normaliser`, its description follows: the patches were stain-normalised.
         """
-        from pcam.model.temperature import calibration_of
+        from pcam.serve.predict import describe_probabilities
 
-        described = calibration_of(self.model).describe()
+        described = describe_probabilities(self.model)
         if self.normaliser is None:
             return described
         return f"{described}; {self.normaliser.describe()}"
@@ -249,6 +249,10 @@ def load_classifier(
     """
     if isinstance(normaliser, str):  # "environment"
         normaliser = stain_normaliser_from_environment()
+    from pcam.serve.artifacts import is_artifact
+
+    if is_artifact(Path(path)):
+        return _load_exported(Path(path), calibration=calibration, normaliser=normaliser)
     from pcam.explain.gradcam import spatial_layers
     from pcam.model.architectures import load_model
     from pcam.model.inference import tumour_probabilities
@@ -274,6 +278,36 @@ def load_classifier(
     return Classifier(
         path=model_path, model=model, layers=layers, parameters=parameters, normaliser=normaliser
     )
+
+
+def _load_exported(
+    path: Path, *, calibration: bool, normaliser: StainNormaliser | None
+) -> Classifier:
+    """An exported model (SavedModel, ONNX, LiteRT) in its runtime: probabilities, no Grad-CAM."""
+    from pcam.serve.predict import load_for_serving
+
+    artifact = load_for_serving(path, calibration=calibration)
+    for size in (1, 2):  # the runtime's first calls, and a wrong model, before any upload
+        artifact.probabilities(np.zeros((size, *layout.IMAGE_SHAPE), dtype=np.uint8))
+    return Classifier(path=path, model=artifact, layers=(), parameters=0, normaliser=normaliser)
+
+
+def model_size(classifier: Classifier) -> str:
+    """``"N parameters"``, or for an exported model, which runtime runs it."""
+    runtime = getattr(classifier.model, "runtime", None)
+    if runtime is not None:
+        return f"an exported {classifier.model.format} model, run by {runtime}"
+    return f"{classifier.parameters:,} parameters"
+
+
+def no_gradcam_reason(classifier: Classifier) -> str:
+    """Why a model has no Grad-CAM layer to offer (exported, or no spatial layer)."""
+    if getattr(classifier.model, "runtime", None) is not None:
+        return (
+            "an exported model serves probabilities only (start the app with the .keras model "
+            "for maps; a SavedModel's explain signature gives the tumour map to servers)"
+        )
+    return "it has no spatial layer"
 
 
 # -- uploads -----------------------------------------------------------------------------------
@@ -441,7 +475,14 @@ def predict(classifier: Classifier, patches: npt.ArrayLike) -> Predictions:
     The probabilities are :func:`pcam.model.inference.tumour_probabilities`'s, of the patches
     as :meth:`Classifier.prepare` gives them (stain-normalised first, untimed, if asked for).
     """
-    from pcam.model.inference import tumour_probabilities
+    from pcam.serve.artifacts import Artifact
+
+    def probabilities_of(images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+        if isinstance(classifier.model, Artifact):
+            return classifier.model.probabilities(images)
+        from pcam.model.inference import tumour_probabilities
+
+        return tumour_probabilities(classifier.model, images)
 
     batch = classifier.prepare(_check_patches(patches))
     parts = []
@@ -449,7 +490,7 @@ def predict(classifier: Classifier, patches: npt.ArrayLike) -> Predictions:
         started = time.perf_counter()
         for start in range(0, len(batch), BATCH_SIZE):
             chunk = batch[start : start + BATCH_SIZE]
-            parts.append(tumour_probabilities(classifier.model, chunk).astype(np.float32))
+            parts.append(probabilities_of(chunk).astype(np.float32))
         seconds = time.perf_counter() - started
     probabilities = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     return Predictions(probabilities, seconds, calls=len(parts))

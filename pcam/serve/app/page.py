@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "`pcam app --model RUN_DIR/model.keras` for a model trained on PCam."
         )
     st.caption(
-        f"Model `{source.path}` ({model.parameters:,} parameters). Patches are 96x96 RGB; "
+        f"Model `{source.path}` ({logic.model_size(model)}). Patches are 96x96 RGB; "
         "the label is tumour when the probability is at or above the threshold. "
         f"Probabilities: {logic.markdown_text(model.probabilities)}."
     )
@@ -311,7 +311,7 @@ def _overlays(
         st.caption("Grad-CAM maps are off (sidebar): probabilities and labels only.")
         return None
     if layer is None:
-        st.info("No Grad-CAM for this model: it has no spatial layer.")
+        st.info(f"No Grad-CAM for this model: {logic.no_gradcam_reason(classifier(path, stamp))}.")
         return None
     try:
         both = maps(path, stamp, layer, key, patches)
