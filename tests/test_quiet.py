@@ -22,6 +22,7 @@ LOGGED = [
     b"F1127 16:40:01.123456    12 some/dir/file.cc:7] fatal",
     b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     b"To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow",
+    b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
 ]
 KEPT = [
     b"pcam train: error: run: expected a folder this user can write into, found ...",
@@ -29,6 +30,7 @@ KEPT = [
     b"WARNING:tensorflow:5 out of the last 7 calls triggered tf.function retracing",
     b"I0000 is not a log line without its time and source",
     b"E0000 00:00:17 no pid or source here",
+    b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU. And then something else",
     b"",
 ]
 SHOWN = re.compile(r"^[IWEF]\d{4} |cuInit|absl::InitializeLog", re.MULTILINE)

@@ -29,9 +29,11 @@ LOG_SWITCH: Final = "PCAM_TF_LOG"
 NOISE: Final = re.compile(
     rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+(?:\.\d+)?\s+\d+ [^\s:]+:\d+\]"
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    rb"|To enable the following instructions: )"
+    rb"|To enable the following instructions: "
+    rb"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$)"
 )
-"""A line of TensorFlow's C++ log (glog/absl format), its banner, or a continuation line."""
+"""A line of TensorFlow's C++ log (glog/absl format), its banner, a continuation line, or the
+LiteRT interpreter's note on its CPU delegate."""
 
 
 def is_noise(line: bytes) -> bool:
