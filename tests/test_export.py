@@ -57,17 +57,35 @@ REPO = Path(__file__).resolve().parents[1]
 # -- each format in its own runtime, called directly -------------------------------------------
 
 
+# Each artifact is loaded once per test process (ResNet50's SavedModel takes seconds to load),
+# keyed by path and modification time: a test that writes a new file gets a new session.
+_LOADED: dict[tuple[str, str, int], Any] = {}
+
+
+def _loaded(kind: str, path: Path, load: Callable[[], Any]) -> Any:
+    key = (kind, str(path), path.stat().st_mtime_ns)
+    if key not in _LOADED:
+        _LOADED[key] = load()
+    return _LOADED[key]
+
+
 def run_saved_model(path: Path, images: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     import tensorflow as tf
 
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    def load() -> Any:
+        return tf.saved_model.load(str(path)).signatures["serving_default"]
+
+    serve = _loaded("savedmodel", path / "saved_model.pb", load)
     return np.asarray(serve(patches=tf.constant(images))["tumour_probability"], np.float64)
 
 
 def run_onnx(path: Path, images: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    def load() -> Any:
+        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    session = _loaded("onnx", path, load)
     assert [i.name for i in session.get_inputs()] == ["patches"]
     assert [o.name for o in session.get_outputs()] == ["tumour_probability"]
     return np.asarray(session.run(["tumour_probability"], {"patches": images})[0], np.float64)
@@ -76,7 +94,10 @@ def run_onnx(path: Path, images: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
 def run_litert(path: Path, images: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+    def load() -> Any:
+        return Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+
+    runner = _loaded("litert", path, load)
     assert list(runner.get_input_details()) == ["patches"]
     return np.asarray(runner(patches=images)["tumour_probability"], np.float64)
 
@@ -92,7 +113,7 @@ def keras_probabilities(model_path: Path, images: npt.NDArray[np.uint8]) -> npt.
     """``model.predict`` of the saved Keras model: its head's tumour probability."""
     import keras
 
-    model = keras.models.load_model(model_path)
+    model = _loaded("keras", model_path, lambda: keras.models.load_model(model_path))
     return np.asarray(model.predict(images, verbose=0), np.float64)[:, -1]
 
 
@@ -559,35 +580,23 @@ def test_the_app_serves_an_exported_model(served: tuple[Path, Path, Path]) -> No
 # -- ResNet50 ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def resnet_exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
-    """A ResNet50 classifier (random weights: ImageNet's cannot be fetched here), exported."""
+@pytest.mark.slow
+def test_resnet50_in_every_format(tmp_path: Path) -> None:
+    """ResNet50 (random weights: ImageNet's cannot be fetched here) under the whole contract.
+
+    One test, not one per format: pytest-xdist would export ResNet50 once per worker otherwise.
+    """
     from pcam.model import build_model
 
-    folder = tmp_path_factory.mktemp("export-resnet")
     model = build_model("resnet50", weights=None, seed=4)
-    model.save(folder / "model.keras")
-    paths: dict[str, Path] = {
-        fmt: export_model(folder / "model.keras", fmt, folder / OUT_NAMES[fmt]).path
-        for fmt in FORMATS
-    }
-    return folder / "model.keras", paths
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_resnet50_parity(resnet_exports: tuple[Path, dict[str, Path]], fmt: str) -> None:
-    model_path, paths = resnet_exports
-    check_parity(paths[fmt], fmt, model_path, synthetic_patches(seed=13))
-    if (shared_data_dir() / "pcam-sample").is_dir():
-        check_parity(paths[fmt], fmt, model_path, real_patches())
-
-
-@pytest.mark.slow
-def test_resnet50_explain_signature_equals_gradcam(
-    resnet_exports: tuple[Path, dict[str, Path]],
-) -> None:
-    model_path, paths = resnet_exports
-    check_explain(paths["savedmodel"], model_path, synthetic_patches(16, seed=8))
-    record = json.loads((paths["savedmodel"] / "pcam_export.json").read_text())
+    model.save(tmp_path / "model.keras")
+    synthetic = synthetic_patches(seed=13)
+    real = real_patches() if (shared_data_dir() / "pcam-sample").is_dir() else None
+    for fmt in FORMATS:
+        path = export_model(tmp_path / "model.keras", fmt, tmp_path / OUT_NAMES[fmt]).path
+        check_parity(path, fmt, tmp_path / "model.keras", synthetic)
+        if real is not None:
+            check_parity(path, fmt, tmp_path / "model.keras", real)
+    check_explain(tmp_path / "exported", tmp_path / "model.keras", synthetic_patches(16, seed=8))
+    record = json.loads((tmp_path / "exported" / "pcam_export.json").read_text())
     assert record["signatures"]["explain"]["gradcam_layer"] == "conv5_block3_out"

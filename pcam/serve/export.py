@@ -191,8 +191,8 @@ def export_model(
     record = _base_record(model, source, format)
     if format == "savedmodel":
         with staged_directory(destination, EXPORT_KIND) as staging:
-            _write_saved_model(model, serving, staging)
-            record["signatures"] = _signature_record(model)
+            cam = _write_saved_model(model, serving, staging)
+            record["signatures"] = _signature_record(cam)
             record["parity"] = _parity(model, staging, format)
             write_json_atomically(staging / RECORD_NAME, record)
     else:
@@ -238,8 +238,11 @@ def check_destination(
     check_writable(destination.parent)
 
 
-def _write_saved_model(model: keras.Model, serving: keras.Model, folder: Path) -> None:
-    """The SavedModel: ``serving_default`` (the probability) and ``explain`` (logit, Grad-CAM)."""
+def _write_saved_model(model: keras.Model, serving: keras.Model, folder: Path) -> GradCAM:
+    """The SavedModel: ``serving_default`` (the probability) and ``explain`` (logit, Grad-CAM).
+
+    Returns the Grad-CAM the ``explain`` signature runs.
+    """
     cam = GradCAM(float32_copy(model))
     temperature = calibration_of(model).temperature
     spec = tf.TensorSpec((None, *INPUT_SHAPE), tf.uint8, name=INPUT_NAME)
@@ -265,6 +268,7 @@ def _write_saved_model(model: keras.Model, serving: keras.Model, folder: Path) -
     archive.add_endpoint(EXPLAIN_ENDPOINT, explain, input_signature=[spec])
     with _quiet():
         archive.write_out(str(folder), verbose=False)
+    return cam
 
 
 def _parity(model: keras.Model, artifact: Path, format: Format) -> dict[str, Any]:
@@ -339,8 +343,7 @@ def _base_record(model: keras.Model, source: Path, format: Format) -> dict[str, 
     }
 
 
-def _signature_record(model: keras.Model) -> dict[str, Any]:
-    cam = GradCAM(model)
+def _signature_record(cam: GradCAM) -> dict[str, Any]:
     return {
         SERVING_ENDPOINT: {"inputs": [INPUT_NAME], "outputs": [OUTPUT_NAME]},
         EXPLAIN_ENDPOINT: {
