@@ -42,7 +42,7 @@ from pcam.errors import (
     UnsafeOutputError,
     first_line,
 )
-from pcam.model.temperature import read_calibration
+from pcam.model.temperature import file_digest, read_calibration
 from pcam.outputs import MARKER, atomic_path, check_writable, make_folder, read_marker
 from pcam.testing.synthetic import SYNTHETIC
 
@@ -223,11 +223,6 @@ def _plain(value: Any) -> str:
 # -- reading the sources ---------------------------------------------------------------------------
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The SHA-256 of a file, in hex."""
-    return file_checksums(path)[0]
-
-
 def file_checksums(path: str | os.PathLike[str]) -> tuple[str, str]:
     """``(sha256, md5)`` of a file in hex, in one pass (MD5: the PCam release's checksums)."""
     sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
@@ -314,7 +309,7 @@ def gather_card_sources(
     _add(sources, _marker_source("run marker", run, "pcam train"))
     calibration = read_calibration(model_path)  # checked against the model, as evaluate does
     if calibration.path is not None:
-        digest = file_sha256(calibration.path)
+        digest = file_digest(calibration.path)
         sources["calibration"] = Source(
             "calibration", calibration.path, calibration.record, digest, "pcam calibrate"
         )
@@ -323,7 +318,7 @@ def gather_card_sources(
     data = sources["config"].get("data")
     if isinstance(data, str) and data:
         _add(sources, _marker_source("data marker", Path(data), "pcam"))
-    return CardSources(run, model_path, file_sha256(model_path), sources, places)
+    return CardSources(run, model_path, file_digest(model_path), sources, places)
 
 
 _COMPANIONS = {
@@ -380,7 +375,7 @@ def _marker_source(role: str, folder: Path, writer: str) -> Source | None:
     if record is None:
         return None
     path = folder / MARKER
-    return Source(role, path, record, file_sha256(path), writer)
+    return Source(role, path, record, file_digest(path), writer)
 
 
 def _check_model(source: Source, model_path: Path) -> None:

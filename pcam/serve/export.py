@@ -22,7 +22,6 @@ and must give the Keras model's probabilities on :data:`PARITY_PATCHES` patches 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import warnings
 from collections.abc import Iterator
@@ -47,7 +46,7 @@ from pcam.explain.gradcam import GradCAM
 from pcam.model.architectures import load_model
 from pcam.model.heads import Head, head_of
 from pcam.model.inference import tumour_probabilities
-from pcam.model.temperature import calibration_of
+from pcam.model.temperature import calibration_of, file_digest
 from pcam.outputs import (
     atomic_path,
     check_writable,
@@ -202,7 +201,7 @@ def export_model(
                 if format == "onnx":
                     _name_onnx_output(temporary)
             record["parity"] = _parity(model, temporary, format)
-            record["sha256"] = _sha256(temporary)
+            record["sha256"] = file_digest(temporary)
         write_json_atomically(record_path(destination), record)
     return ExportResult(destination, record)
 
@@ -229,7 +228,7 @@ def check_destination(
         if not overwrite:
             raise OutputExistsError(destination)
         record = read_record(destination)
-        if record is None or record.get("sha256") != _sha256(destination):
+        if record is None or record.get("sha256") != file_digest(destination):
             raise UnsafeOutputError(
                 destination,
                 f"a {suffix} file pcam export wrote (recorded in {record_path(destination).name})",
@@ -333,7 +332,7 @@ def _base_record(model: keras.Model, source: Path, format: Format) -> dict[str, 
         "pcam_version": pcam.__version__,
         "format": format,
         "source_model": str(source),
-        "source_sha256": _sha256(source),
+        "source_sha256": file_digest(source),
         "model_name": model.name,
         "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, *INPUT_SHAPE]},
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None]},
@@ -406,14 +405,6 @@ def _bias(head: Head) -> npt.NDArray[np.float32]:
     if head.dense.use_bias:
         return np.asarray(head.dense.bias.numpy(), dtype=np.float32)
     return np.zeros((head.units,), dtype=np.float32)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -220,20 +220,10 @@ def predict_patches(
     called with the number of patches done after each batch. ``normalise`` (stain
     normalisation, say) is applied to each batch's images before the model sees them.
     """
-    from pcam.serve.artifacts import Artifact
-
-    if isinstance(model, Artifact):  # an exported model, in its own runtime (no Keras)
-        probabilities_of: Callable[..., npt.NDArray[np.float64]] = model.probabilities
-    else:
-        from pcam.model.inference import tumour_probabilities
-
-        def probabilities_of(images: npt.NDArray[np.uint8], *, tta: bool) -> Any:
-            return tumour_probabilities(model, images, tta=tta)
-
     done = 0
     for batch in batches:
         images = batch.images if normalise is None else normalise(batch.images)
-        probabilities = probabilities_of(images, tta=tta)
+        probabilities = serving_probabilities(model, images, tta=tta)
         yield batch, probabilities
         done += len(batch)
         if progress is not None:
@@ -420,6 +410,19 @@ def load_for_serving(model: Any, *, calibration: bool = True) -> Any:
     from pcam.model.architectures import load_model
 
     return load_model(model, calibration=calibration)
+
+
+def serving_probabilities(
+    model: Any, images: npt.NDArray[np.uint8], *, tta: bool = False
+) -> npt.NDArray[np.float64]:
+    """Tumour probabilities ``[B]`` from a Keras model or an exported one in its runtime."""
+    from pcam.serve.artifacts import Artifact
+
+    if isinstance(model, Artifact):  # an exported model, in its own runtime (no Keras)
+        return model.probabilities(images, tta=tta)
+    from pcam.model.inference import tumour_probabilities
+
+    return tumour_probabilities(model, images, tta=tta)
 
 
 def describe_probabilities(model: Any) -> str:

@@ -475,14 +475,7 @@ def predict(classifier: Classifier, patches: npt.ArrayLike) -> Predictions:
     The probabilities are :func:`pcam.model.inference.tumour_probabilities`'s, of the patches
     as :meth:`Classifier.prepare` gives them (stain-normalised first, untimed, if asked for).
     """
-    from pcam.serve.artifacts import Artifact
-
-    def probabilities_of(images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
-        if isinstance(classifier.model, Artifact):
-            return classifier.model.probabilities(images)
-        from pcam.model.inference import tumour_probabilities
-
-        return tumour_probabilities(classifier.model, images)
+    from pcam.serve.predict import serving_probabilities
 
     batch = classifier.prepare(_check_patches(patches))
     parts = []
@@ -490,7 +483,7 @@ def predict(classifier: Classifier, patches: npt.ArrayLike) -> Predictions:
         started = time.perf_counter()
         for start in range(0, len(batch), BATCH_SIZE):
             chunk = batch[start : start + BATCH_SIZE]
-            parts.append(probabilities_of(chunk).astype(np.float32))
+            parts.append(serving_probabilities(classifier.model, chunk).astype(np.float32))
         seconds = time.perf_counter() - started
     probabilities = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     return Predictions(probabilities, seconds, calls=len(parts))
